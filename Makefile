@@ -1,0 +1,45 @@
+# cvscore developer entry points. Each target sets itself up: a fresh clone needs only
+# `make demo` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+PKG_DIRS := metrics exporters server client
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck pytest bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py constraints.txt $(wildcard protos/*/*.proto protos/*/*/*.proto)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+demo: install
+	$(BIN)/cvscore demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# mypy cannot follow setuptools' editable finder for mapped folders, so it checks the
+# package through a tree of links laid out as it is installed.
+typecheck: install
+	rm -rf .typecheck && mkdir -p .typecheck/cvscore
+	cp -r cvscore/. .typecheck/cvscore/
+	for d in $(PKG_DIRS); do ln -s ../../$$d .typecheck/cvscore/$$d; done
+	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p cvscore
+
+pytest: install
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck pytest
+
+bench: install
+	$(BIN)/python bench/compute.py
+
+clean:
+	rm -rf $(VENV) .typecheck build *.egg-info cvscore/v1 cvscore/protos.pb

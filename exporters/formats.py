@@ -1,0 +1,119 @@
+"""Freezing one metric module into each artifact format.
+
+Each writer takes the eager module, example inputs in canonical form (see
+``MetricSpec.canonical``) and the spec, and writes one file. Every symbolic axis of the
+spec becomes a dynamic axis of the artifact; axes with the same name share one dimension.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..metrics.registry import MetricSpec
+
+FORMATS = {
+    "torchscript": "model.pt",
+    "onnx": "model.onnx",
+    "torch_export": "model.pt2",
+}
+ONNX_OPSET = 18
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the exporters' deprecation warnings and progress chatter."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def dynamic_shapes(spec: MetricSpec) -> dict[str, dict[int, torch.export.Dim]]:
+    """One ``torch.export.Dim`` per symbolic axis name, shared across inputs."""
+    dims: dict[str, torch.export.Dim] = {}
+    out: dict[str, dict[int, torch.export.Dim]] = {}
+    for tensor in spec.inputs:
+        axes: dict[int, torch.export.Dim] = {}
+        for i, axis in enumerate(tensor.canonical_shape):
+            if isinstance(axis, int):
+                continue
+            if axis not in dims:
+                low = spec.min_sizes.get(axis, 0)
+                dims[axis] = torch.export.Dim(axis, min=low)
+            axes[i] = dims[axis]
+        out[tensor.name] = axes
+    return out
+
+
+def script(module: nn.Module) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script is deprecated; it still works
+        return torch.jit.script(module)
+
+
+def write_torchscript(module: nn.Module, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(script(module), str(path))
+
+
+def write_torch_export(
+    module: nn.Module, example: Mapping[str, Tensor], spec: MetricSpec, path: Path
+) -> None:
+    with quiet():
+        program = torch.export.export(
+            module, args=(), kwargs=dict(example), dynamic_shapes=dynamic_shapes(spec)
+        )
+        torch.export.save(program, str(path))
+
+
+def write_onnx(
+    module: nn.Module, example: Mapping[str, Tensor], spec: MetricSpec, path: Path
+) -> None:
+    names = spec.input_names()
+    args = tuple(example[n] for n in names)
+    shapes = dynamic_shapes(spec)
+    with quiet():
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=names,
+            output_names=[o.name for o in spec.outputs],
+            dynamic_shapes=tuple(shapes[n] for n in names),
+            opset_version=ONNX_OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+
+
+def write(
+    fmt: str, module: nn.Module, example: Mapping[str, Tensor], spec: MetricSpec, path: Path
+) -> None:
+    if fmt == "torchscript":
+        write_torchscript(module, path)
+    elif fmt == "onnx":
+        write_onnx(module, example, spec, path)
+    elif fmt == "torch_export":
+        write_torch_export(module, example, spec, path)
+    else:
+        raise ValueError(f"Expected a format in {sorted(FORMATS)}, got {fmt!r}")

@@ -1,0 +1,247 @@
+"""The model repository: Triton's layout plus a manifest per model.
+
+```
+REPO/<name>/config.pbtxt        inference.ModelConfig text (ONNX Runtime backend)
+REPO/<name>/manifest.json       spec, frozen params, signature, sha256 per file, versions
+REPO/<name>/1/model.onnx        ONNX (dynamo exporter, opset 18)
+REPO/<name>/1/model.pt          TorchScript
+REPO/<name>/1/model.pt2         torch.export program
+```
+
+Re-exporting a model whose definition, parameters, tool versions and files are unchanged
+is skipped: the manifest records all four.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from .. import __version__
+from ..metrics import registry
+from ..metrics.registry import MetricSpec, TensorSpec
+from . import formats as fmt
+
+VERSION = "1"
+MANIFEST = "manifest.json"
+CONFIG = "config.pbtxt"
+TRITON_DTYPES = {
+    "float32": "TYPE_FP32",
+    "float64": "TYPE_FP64",
+    "int64": "TYPE_INT64",
+    "int32": "TYPE_INT32",
+    "bool": "TYPE_BOOL",
+}
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def check_model_name(name: str) -> str:
+    """Refuse names that could escape the repository (``..``, separators, absolute paths)."""
+    if not _NAME_RE.match(name) or ".." in name:
+        raise ValueError(
+            f"Expected a model name of letters, digits, '_', '-', '.' (no '..'), got {name!r}"
+        )
+    return name
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tool_versions() -> dict[str, Any]:
+    return {
+        "cvscore": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "opset": fmt.ONNX_OPSET,
+    }
+
+
+def _dims(tensor: TensorSpec) -> list[int]:
+    return [d if isinstance(d, int) else -1 for d in tensor.canonical_shape]
+
+
+def config_pbtxt(name: str, spec: MetricSpec) -> str:
+    """Triton ``ModelConfig`` in text format; batch axes are explicit (max_batch_size 0)."""
+
+    def block(kind: str, tensors: Sequence[TensorSpec]) -> str:
+        items = []
+        for t in tensors:
+            dims = ", ".join(str(d) for d in _dims(t))
+            items.append(
+                f'  {{\n    name: "{t.name}"\n    data_type: {TRITON_DTYPES[t.dtype]}\n'
+                f"    dims: [ {dims} ]\n  }}"
+            )
+        return f"{kind} [\n" + ",\n".join(items) + "\n]\n"
+
+    return (
+        f'name: "{name}"\n'
+        'backend: "onnxruntime"\n'
+        "max_batch_size: 0\n"
+        + block("input", spec.inputs)
+        + block("output", spec.outputs)
+        + 'version_policy: { latest: { num_versions: 1 } }\n'
+        + 'instance_group [ { kind: KIND_AUTO } ]\n'
+    )
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    name: str
+    path: Path
+    skipped: bool
+    seconds: float
+
+
+def read_manifest(model_dir: Path) -> dict[str, Any] | None:
+    path = model_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _up_to_date(
+    manifest: Mapping[str, Any] | None, identity: str, wanted: Sequence[str], model_dir: Path
+) -> bool:
+    if manifest is None or manifest.get("identity") != identity:
+        return False
+    if manifest.get("versions") != tool_versions():
+        return False
+    files = manifest.get("files", {})
+    for f in wanted:
+        entry = files.get(fmt.FORMATS[f])
+        path = model_dir / VERSION / fmt.FORMATS[f]
+        if entry is None or not path.is_file() or sha256_file(path) != entry["sha256"]:
+            return False
+    return True
+
+
+def export_metric(
+    spec: MetricSpec,
+    repo: Path,
+    params: Mapping[str, Any] | None = None,
+    formats: Sequence[str] = tuple(fmt.FORMATS),
+    force: bool = False,
+    name: str | None = None,
+) -> ExportResult:
+    """Write one model's artifacts, config and manifest; skip when nothing changed."""
+    start = time.perf_counter()
+    name = check_model_name(name or spec.name)
+    unknown = [f for f in formats if f not in fmt.FORMATS]
+    if unknown:
+        raise ValueError(f"Expected formats from {sorted(fmt.FORMATS)}, got {unknown}")
+    resolved = spec.resolve_params(params)
+    identity = spec.identity(resolved)
+    model_dir = repo / name
+    manifest = read_manifest(model_dir)
+    if not force and _up_to_date(manifest, identity, formats, model_dir):
+        return ExportResult(name, model_dir, True, time.perf_counter() - start)
+
+    module = spec.build(**resolved)
+    gen = torch.Generator().manual_seed(0)
+    example = spec.canonical(spec.make_inputs(gen))
+    spec.check_inputs(spec.make_inputs(gen), resolved)  # the example itself must be valid
+    version_dir = model_dir / VERSION
+    version_dir.mkdir(parents=True, exist_ok=True)
+
+    keep: dict[str, Any] = {}
+    if manifest is not None and manifest.get("identity") == identity:
+        keep = {
+            k: v
+            for k, v in manifest.get("files", {}).items()
+            if k not in {fmt.FORMATS[f] for f in formats}
+            and (version_dir / k).is_file()
+            and sha256_file(version_dir / k) == v["sha256"]
+        }
+    files = dict(keep)
+    for f in formats:
+        target = version_dir / fmt.FORMATS[f]
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        try:
+            fmt.write(f, module, example, spec, tmp)
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)
+            raise RuntimeError(f"exporting `{name}` to {f} failed: {exc}") from exc
+        tmp.replace(target)  # atomic: a reader never sees a half-written artifact
+        files[target.name] = {"sha256": sha256_file(target), "bytes": target.stat().st_size}
+
+    (model_dir / CONFIG).write_text(config_pbtxt(name, spec))
+    doc = {
+        "name": name,
+        "metric": spec.name,
+        "family": spec.family,
+        "version": int(VERSION),
+        "params": resolved,
+        "identity": identity,
+        "higher_is_better": spec.higher_is_better,
+        "inputs": [
+            {"name": t.name, "shape": list(t.canonical_shape), "dtype": t.dtype}
+            for t in spec.inputs
+        ],
+        "outputs": [
+            {"name": t.name, "shape": list(t.canonical_shape), "dtype": t.dtype}
+            for t in spec.outputs
+        ],
+        "files": files,
+        "versions": tool_versions(),
+    }
+    tmp_manifest = model_dir / (MANIFEST + ".tmp")
+    tmp_manifest.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    tmp_manifest.replace(model_dir / MANIFEST)
+    return ExportResult(name, model_dir, False, time.perf_counter() - start)
+
+
+def export_many(
+    names: Sequence[str] | None,
+    repo: Path,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    formats: Sequence[str] = tuple(fmt.FORMATS),
+    force: bool = False,
+    progress: bool = True,
+) -> list[ExportResult]:
+    """Export several metrics (all when ``names`` is empty), with a progress bar."""
+    from tqdm import tqdm
+
+    params = params or {}
+    chosen = registry.select(names)
+    stray = sorted(set(params) - {s.name for s in chosen})
+    if stray:
+        raise ValueError(f"--param names metrics that are not being exported: {stray}")
+    repo.mkdir(parents=True, exist_ok=True)
+    results = []
+    bar = tqdm(chosen, desc="export", unit="model", disable=not progress or len(chosen) < 2)
+    for spec in bar:
+        bar.set_postfix_str(spec.name)
+        results.append(export_metric(spec, repo, params.get(spec.name), formats, force))
+    return results
+
+
+def list_models(repo: Path) -> list[str]:
+    """Model names in a repository: folders holding a manifest."""
+    if not repo.is_dir():
+        return []
+    return sorted(p.name for p in repo.iterdir() if (p / MANIFEST).is_file())
+
+
+def iter_manifests(repo: Path) -> Iterable[tuple[str, dict[str, Any]]]:
+    for name in list_models(repo):
+        manifest = read_manifest(repo / name)
+        if manifest is not None:
+            yield name, manifest

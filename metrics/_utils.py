@@ -1,0 +1,76 @@
+"""Helpers shared by the metric families: reductions, input checks, samplers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def per_sample_mean(x: Tensor) -> Tensor:
+    """Mean over every axis but the first: ``[N, ...] -> [N]`` (``[N]`` passes through)."""
+    if x.dim() == 1:
+        return x
+    return x.flatten(1).mean(1)
+
+
+def per_sample_sum(x: Tensor) -> Tensor:
+    """Sum over every axis but the first: ``[N, ...] -> [N]``."""
+    if x.dim() == 1:
+        return x
+    return x.flatten(1).sum(1)
+
+
+def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"Expected `{name}` to be {bound}, got {value}")
+
+
+def check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ValueError(f"Expected `{name}` to be in [{low}, {high}], got {value}")
+
+
+def check_labels(
+    name: str, target: Tensor, num_classes: int, ignore_index: int | None = None
+) -> None:
+    """Class indices must lie in ``[0, num_classes)`` (or equal ``ignore_index``)."""
+    if target.numel() == 0:
+        return
+    valid = target if ignore_index is None else target[target != ignore_index]
+    if valid.numel() == 0:
+        return
+    low, high = int(valid.min()), int(valid.max())
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        extra = f" or {ignore_index}" if ignore_index is not None else ""
+        raise ValueError(
+            f"Expected `{name}` to hold class indices in [0, {num_classes - 1}]{extra}, got {bad}"
+        )
+
+
+def check_unit_interval(name: str, x: Tensor) -> None:
+    if x.numel() and (bool((x < 0).any()) or bool((x > 1).any())):
+        raise ValueError(
+            f"Expected `{name}` to hold values in [0, 1], got range "
+            f"[{float(x.min()):.4g}, {float(x.max()):.4g}]"
+        )
+
+
+def shape_of(sizes: Mapping[str, int], axes: Sequence[str]) -> list[int]:
+    return [int(sizes[a]) for a in axes]
+
+
+def as_weight(values: Sequence[float] | None) -> Tensor:
+    """Class weights as a buffer; an empty tensor means "no weights"."""
+    if values is None:
+        return torch.empty(0)
+    return torch.tensor([float(v) for v in values], dtype=torch.float32)
+
+
+def param_list(params: Mapping[str, Any], key: str) -> list[float] | None:
+    value = params.get(key)
+    return None if value is None else [float(v) for v in value]

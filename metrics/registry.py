@@ -1,0 +1,333 @@
+"""The metric contract and the registry: name -> MetricSpec.
+
+A spec says everything the exporters, the server and the tests need to know about a metric
+without running it: its inputs with symbolic shapes and dtypes, its outputs, its frozen
+parameters with defaults, whether higher is better, where it comes from and what it is
+checked against.
+
+Symbolic shapes
+---------------
+Each input shape is a list of axis names or fixed sizes. ``"N"`` is the batch axis and comes
+first on every batched input. A name shared by several inputs must have the same size in
+all of them. The name ``"*"`` (last position only) stands for any number of trailing axes,
+including none: eager modules accept them as they are, and :meth:`MetricSpec.canonical`
+flattens them into one axis (``"S"``) so an exported graph has a fixed rank.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "bool": torch.bool,
+}
+
+FLAT = "S"  # name of the axis that a trailing "*" is flattened into
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named input or output of a metric graph."""
+
+    name: str
+    shape: tuple[str | int, ...]
+    dtype: str = "float32"
+    doc: str = ""
+
+    @property
+    def batched(self) -> bool:
+        return bool(self.shape) and self.shape[0] == "N"
+
+    @property
+    def canonical_shape(self) -> tuple[str | int, ...]:
+        """The shape an exported graph sees: a trailing "*" becomes one axis "S"."""
+        if self.shape and self.shape[-1] == "*":
+            return (*self.shape[:-1], FLAT)
+        return self.shape
+
+    def describe(self) -> str:
+        return f"{self.name}[{', '.join(str(d) for d in self.shape)}]:{self.dtype}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "doc": self.doc}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A hyper-parameter frozen into the artifact at construction."""
+
+    name: str
+    default: Any
+    doc: str = ""
+
+    @property
+    def type_name(self) -> str:
+        if isinstance(self.default, bool):
+            return "bool"
+        if isinstance(self.default, int):
+            return "int"
+        if isinstance(self.default, float):
+            return "float"
+        if isinstance(self.default, str):
+            return "str"
+        return "list[float] | None"
+
+    def parse(self, text: str) -> Any:
+        """Parse a command-line value (``--param ssim.data_range=255``) into this param's type."""
+        kind = self.type_name
+        try:
+            if kind == "bool":
+                low = text.strip().lower()
+                if low not in {"true", "false", "1", "0"}:
+                    raise ValueError(text)
+                return low in {"true", "1"}
+            if kind == "int":
+                return int(text)
+            if kind == "float":
+                return float(text)
+            if kind == "str":
+                return text
+            if text.strip().lower() in {"none", "null", ""}:
+                return None
+            return [float(v) for v in text.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"Expected `{self.name}` to be {kind}, got {text!r}"
+            ) from None
+
+
+Sampler = Callable[[torch.Generator, Mapping[str, int], torch.dtype], dict[str, Tensor]]
+Validator = Callable[[Mapping[str, Any], Mapping[str, Tensor]], None]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """Everything known about one registered metric.
+
+    ``module`` is the ``nn.Module`` class (constructor takes the params as keywords),
+    ``functional`` the function it wraps. ``sample`` draws fresh valid random inputs for
+    given axis sizes; ``validate`` checks the metric's domain (labels in range, ...) on top
+    of the shape and dtype checks every metric gets.
+    """
+
+    name: str
+    family: str
+    module: type[nn.Module]
+    functional: Callable[..., Tensor]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    params: tuple[ParamSpec, ...]
+    higher_is_better: bool
+    paper: str
+    oracle: str
+    sample: Sampler
+    summary: str = ""
+    differentiable: bool = True
+    validate: Validator | None = None
+    # Example axis sizes used for export; pick distinct values so no axis is specialised.
+    example_sizes: Mapping[str, int] = field(default_factory=dict)
+    # Smallest legal size per axis (e.g. SSIM "valid" needs H, W >= kernel size).
+    min_sizes: Mapping[str, int] = field(default_factory=dict)
+
+    # -- parameters ---------------------------------------------------------------------
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def resolve_params(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        params = self.defaults()
+        for key, value in (overrides or {}).items():
+            if key not in params:
+                raise ValueError(
+                    f"Unknown parameter `{key}` for metric `{self.name}`; "
+                    f"expected one of {sorted(params)}"
+                )
+            params[key] = value
+        return params
+
+    def build(self, **overrides: Any) -> nn.Module:
+        """The metric's module with its parameters frozen, in eval mode."""
+        return self.module(**self.resolve_params(overrides)).eval()
+
+    def identity(self, params: Mapping[str, Any]) -> str:
+        """sha256 of the definition's source and the parameters: what an artifact freezes."""
+        source = inspect.getsource(inspect.getmodule(self.module))  # type: ignore[arg-type]
+        blob = repr((self.name, sorted(params.items()), source)).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    # -- inputs -------------------------------------------------------------------------
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    def check_inputs(
+        self, inputs: Mapping[str, Tensor], params: Mapping[str, Any] | None = None
+    ) -> int:
+        """Validate names, dtypes, ranks and shared axis sizes; return the batch size.
+
+        Raises ``ValueError`` naming the input and showing expected vs received.
+        """
+        expected = self.input_names()
+        missing = [n for n in expected if n not in inputs]
+        extra = [n for n in inputs if n not in expected]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing {missing}")
+            if extra:
+                parts.append(f"unexpected {extra}")
+            raise ValueError(
+                f"Metric `{self.name}` expects inputs {expected}, got {sorted(inputs)}: "
+                + "; ".join(parts)
+            )
+        sizes: dict[str, tuple[int, str]] = {}
+        trailing_ref: tuple[list[int], str] | None = None
+        for spec in self.inputs:
+            tensor = inputs[spec.name]
+            if not isinstance(tensor, Tensor):
+                raise ValueError(
+                    f"Expected `{spec.name}` to be a Tensor, got {type(tensor).__name__}"
+                )
+            want = DTYPES[spec.dtype]
+            if tensor.dtype != want and not (
+                want.is_floating_point and tensor.dtype.is_floating_point
+            ):
+                raise ValueError(
+                    f"Expected `{spec.name}` to have dtype {spec.dtype}, "
+                    f"got {str(tensor.dtype).replace('torch.', '')}"
+                )
+            shape = list(tensor.shape)
+            star = bool(spec.shape) and spec.shape[-1] == "*"
+            fixed = spec.shape[:-1] if star else spec.shape
+            if (star and len(shape) < len(fixed)) or (not star and len(shape) != len(fixed)):
+                raise ValueError(
+                    f"Expected `{spec.name}` to have shape [{', '.join(map(str, spec.shape))}], "
+                    f"got {shape} (rank {len(shape)})"
+                )
+            if star:
+                trailing = shape[len(fixed) :]
+                if trailing_ref is None:
+                    trailing_ref = (trailing, spec.name)
+                elif trailing != trailing_ref[0]:
+                    raise ValueError(
+                        f"Expected the trailing axes of `{spec.name}` to match those of "
+                        f"`{trailing_ref[1]}` ({trailing_ref[0]}), got {trailing}"
+                    )
+            dims = zip(fixed, shape[: len(fixed)], strict=True)
+            for axis, size in dims:
+                if isinstance(axis, int):
+                    if size != axis:
+                        raise ValueError(
+                            f"Expected `{spec.name}` to have shape "
+                            f"[{', '.join(map(str, spec.shape))}], got {list(shape)}"
+                        )
+                    continue
+                low = self.min_sizes.get(axis, 0)
+                if size < low:
+                    raise ValueError(
+                        f"Expected axis {axis} of `{spec.name}` to be at least {low}, "
+                        f"got {size} (shape {list(shape)})"
+                    )
+                if axis in sizes and sizes[axis][0] != size:
+                    other_size, other = sizes[axis]
+                    raise ValueError(
+                        f"Expected axis {axis} of `{spec.name}` to equal axis {axis} of "
+                        f"`{other}` ({other_size}), got {size}"
+                    )
+                sizes.setdefault(axis, (size, spec.name))
+        if self.validate is not None:
+            self.validate(self.resolve_params(params), inputs)
+        return sizes["N"][0] if "N" in sizes else 0
+
+    def canonical(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Inputs as exported graphs take them: trailing "*" axes flattened into one."""
+        out: dict[str, Tensor] = {}
+        for spec in self.inputs:
+            tensor = inputs[spec.name]
+            if spec.shape and spec.shape[-1] == "*":
+                lead = len(spec.shape) - 1
+                flat = math.prod(tensor.shape[lead:])
+                tensor = tensor.reshape(*tensor.shape[:lead], flat)
+            out[spec.name] = tensor
+        return out
+
+    def make_inputs(
+        self,
+        generator: torch.Generator,
+        sizes: Mapping[str, int] | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> dict[str, Tensor]:
+        """Fresh random valid inputs; axis sizes default to ``example_sizes``."""
+        merged = {**self.example_sizes, **(sizes or {})}
+        return self.sample(generator, merged, dtype)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "summary": self.summary,
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+            "params": [
+                {"name": p.name, "default": p.default, "type": p.type_name, "doc": p.doc}
+                for p in self.params
+            ],
+            "higher_is_better": self.higher_is_better,
+            "differentiable": self.differentiable,
+            "paper": self.paper,
+            "oracle": self.oracle,
+        }
+
+
+_REGISTRY: dict[str, MetricSpec] = {}
+
+
+def register(spec: MetricSpec) -> MetricSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"Metric `{spec.name}` is registered twice")
+    if spec.inputs and not all(t.batched for t in spec.inputs[:1]):
+        raise ValueError(f"Metric `{spec.name}`: the first input must carry the batch axis N")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get(name: str) -> MetricSpec:
+    _load_families()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"Unknown metric `{name}`; known metrics: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def names() -> list[str]:
+    _load_families()
+    return list(_REGISTRY)
+
+
+def specs() -> list[MetricSpec]:
+    _load_families()
+    return list(_REGISTRY.values())
+
+
+def _load_families() -> None:
+    # Importing the family modules registers their metrics.
+    from . import families  # noqa: F401
+
+
+def select(requested: Sequence[str] | None) -> list[MetricSpec]:
+    """Specs for the requested names (all when none), in registry order."""
+    if not requested:
+        return specs()
+    return [get(n) for n in requested]

@@ -1,0 +1,1 @@
+"""The scoring server: repository -> runtimes -> batcher -> gRPC services."""
