@@ -1,0 +1,123 @@
+"""The model repository: layout, config.pbtxt vs the ONNX graph, manifest, caching, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+from google.protobuf import text_format
+
+from cvscore.exporters import export_metric
+from cvscore.exporters.formats import FORMATS
+from cvscore.exporters.repository import sha256_file
+from cvscore.metrics import registry
+
+ONNX_TO_TRITON = {
+    onnx.TensorProto.FLOAT: "TYPE_FP32",
+    onnx.TensorProto.INT64: "TYPE_INT64",
+    onnx.TensorProto.BOOL: "TYPE_BOOL",
+}
+
+
+def _model_config():
+    # tritonclient ships Triton's own compiled ModelConfig: an independent parser.
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2
+
+
+def _onnx_dims(value_info: onnx.ValueInfoProto) -> list[int]:
+    dims = value_info.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_layout_config_and_manifest(zoo_repo: Path, name: str) -> None:
+    model_dir = zoo_repo / name
+    for filename in FORMATS.values():
+        assert (model_dir / "1" / filename).is_file()
+    config = text_format.Parse((model_dir / "config.pbtxt").read_text(), _model_config().ModelConfig())
+    assert config.name == name
+    assert config.max_batch_size == 0
+    graph = onnx.load(str(model_dir / "1" / "model.onnx")).graph
+    triton_type = _model_config().DataType.Name
+    for declared, actual in ((config.input, graph.input), (config.output, graph.output)):
+        assert [t.name for t in declared] == [t.name for t in actual]
+        for d, a in zip(declared, actual, strict=True):
+            assert triton_type(d.data_type) == ONNX_TO_TRITON[a.type.tensor_type.elem_type]
+            assert list(d.dims) == _onnx_dims(a)
+            assert -1 in d.dims  # the batch axis (at least) is dynamic
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["metric"] == name
+    assert manifest["params"] == registry.get(name).defaults()
+    assert manifest["versions"]["opset"] >= 18
+    for filename, entry in manifest["files"].items():
+        assert sha256_file(model_dir / "1" / filename) == entry["sha256"]
+
+
+def test_reexport_is_skipped_until_something_changes(tmp_path: Path) -> None:
+    spec = registry.get("smooth_l1")
+    first = export_metric(spec, tmp_path, formats=("onnx",))
+    assert not first.skipped
+    again = export_metric(spec, tmp_path, formats=("onnx",))
+    assert again.skipped
+    changed = export_metric(spec, tmp_path, params={"beta": 0.5}, formats=("onnx",))
+    assert not changed.skipped
+    manifest = json.loads((tmp_path / "smooth_l1" / "manifest.json").read_text())
+    assert manifest["params"] == {"beta": 0.5}
+    # a corrupted artifact is not "up to date"
+    (tmp_path / "smooth_l1" / "1" / "model.onnx").write_bytes(b"broken")
+    assert not export_metric(spec, tmp_path, params={"beta": 0.5}, formats=("onnx",)).skipped
+    # adding a format keeps the one already there
+    export_metric(spec, tmp_path, params={"beta": 0.5}, formats=("torchscript",))
+    manifest = json.loads((tmp_path / "smooth_l1" / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"model.onnx", "model.pt"}
+
+
+def test_model_names_cannot_escape_the_repository(tmp_path: Path) -> None:
+    spec = registry.get("l1")
+    for bad in ("../evil", "a/b", "/abs", ".."):
+        with pytest.raises(ValueError, match="model name"):
+            export_metric(spec, tmp_path, name=bad)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cvscore.client.cli", *args], capture_output=True, text=True
+    )
+
+
+def test_cli_metrics_json_lists_every_metric() -> None:
+    proc = _cli("metrics", "--json")
+    assert proc.returncode == 0, proc.stderr
+    listed = json.loads(proc.stdout)
+    assert [m["name"] for m in listed] == registry.names()
+    for entry in listed:
+        assert {"name", "family", "inputs", "outputs", "params"} <= set(entry)
+    table = _cli("metrics")
+    assert table.returncode == 0
+    for name in registry.names():
+        assert f"\n{name} " in table.stdout
+
+
+def test_cli_export_with_params_and_errors(tmp_path: Path) -> None:
+    proc = _cli("export", "focal", "--out", str(tmp_path), "--formats", "onnx", "--param", "focal.gamma=1.5")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "focal" / "manifest.json").read_text())
+    assert manifest["params"]["gamma"] == 1.5
+    for args, message in [
+        (("export", "nope", "--out", str(tmp_path)), "Unknown metric `nope`"),
+        (("export", "focal", "--out", str(tmp_path), "--param", "focal.gama=1"), "Unknown parameter `gama`"),
+        (("export", "focal", "--out", str(tmp_path), "--param", "focal.gamma=abc"), "`gamma` to be float"),
+        (("export", "focal", "--out", str(tmp_path), "--formats", "tflite"), "tflite"),
+        (("export", "focal", "--out", str(tmp_path), "--param", "l1.x=1"), "Unknown parameter"),
+    ]:
+        proc = _cli(*args)
+        assert proc.returncode == 2
+        assert message in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
