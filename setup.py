@@ -22,7 +22,9 @@ def compile_protos() -> None:
 
     proto_dir = ROOT / "protos"
     include = Path(grpc_tools.__file__).resolve().parent / "_proto"
-    ours = sorted(p.relative_to(proto_dir).as_posix() for p in (proto_dir / "cvscore").rglob("*.proto"))
+    ours = sorted(
+        p.relative_to(proto_dir).as_posix() for p in (proto_dir / "cvscore").rglob("*.proto")
+    )
     every = sorted(p.relative_to(proto_dir).as_posix() for p in proto_dir.rglob("*.proto"))
     out = ROOT  # protos/cvscore/v1/x.proto -> ./cvscore/v1/x_pb2.py
     args = [

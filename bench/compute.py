@@ -101,14 +101,17 @@ def bench_metric(spec, repo: Path, bandwidth: float) -> list[list[str]]:
     other = peer(spec.name, spec.defaults())
     for n in batches:
         gen = torch.Generator().manual_seed(0)
-        sizes = {**spec.example_sizes, **{k: v for k, v in extra.items() if k in spec.example_sizes}}
+        sizes = {
+            **spec.example_sizes,
+            **{k: v for k, v in extra.items() if k in spec.example_sizes},
+        }
         inputs = spec.make_inputs(gen, {**sizes, "N": n})
         flat = {k: v.numpy() for k, v in spec.canonical(inputs).items()}
         nbytes = sum(v.nbytes for v in flat.values()) + 4 * n
         with torch.inference_mode():
-            t_eager = median_ms(lambda: module(**inputs))
-            t = {kind: median_ms(lambda rt=rt: rt.run(flat)) for kind, rt in loaded.items()}
-            t_peer = median_ms(lambda: other[1](**inputs)) if other else float("nan")
+            t_eager = median_ms(lambda x=inputs: module(**x))
+            t = {kind: median_ms(lambda rt=rt, x=flat: rt.run(x)) for kind, rt in loaded.items()}
+            t_peer = median_ms(lambda x=inputs: other[1](**x)) if other else float("nan")
         best_kind = min(("torchscript", "onnx"), key=lambda k: t[k])
         floor = nbytes / bandwidth * 1e3
         shape = "x".join(str(d) for d in next(iter(inputs.values())).shape)

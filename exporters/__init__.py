@@ -3,4 +3,11 @@
 from .formats import FORMATS
 from .repository import ExportResult, export_many, export_metric, list_models, read_manifest
 
-__all__ = ["FORMATS", "ExportResult", "export_many", "export_metric", "list_models", "read_manifest"]
+__all__ = [
+    "FORMATS",
+    "ExportResult",
+    "export_many",
+    "export_metric",
+    "list_models",
+    "read_manifest",
+]

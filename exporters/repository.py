@@ -93,8 +93,8 @@ def config_pbtxt(name: str, spec: MetricSpec) -> str:
         "max_batch_size: 0\n"
         + block("input", spec.inputs)
         + block("output", spec.outputs)
-        + 'version_policy: { latest: { num_versions: 1 } }\n'
-        + 'instance_group [ { kind: KIND_AUTO } ]\n'
+        + "version_policy: { latest: { num_versions: 1 } }\n"
+        + "instance_group [ { kind: KIND_AUTO } ]\n"
     )
 
 

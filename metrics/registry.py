@@ -103,9 +103,7 @@ class ParamSpec:
                 return None
             return [float(v) for v in text.split(",")]
         except ValueError:
-            raise ValueError(
-                f"Expected `{self.name}` to be {kind}, got {text!r}"
-            ) from None
+            raise ValueError(f"Expected `{self.name}` to be {kind}, got {text!r}") from None
 
 
 Sampler = Callable[[torch.Generator, Mapping[str, int], torch.dtype], dict[str, Tensor]]
@@ -140,6 +138,12 @@ class MetricSpec:
     example_sizes: Mapping[str, int] = field(default_factory=dict)
     # Smallest legal size per axis (e.g. SSIM "valid" needs H, W >= kernel size).
     min_sizes: Mapping[str, int] = field(default_factory=dict)
+    # False where the gradient deliberately is not the derivative of the value (CIoU
+    # detaches its alpha term, as torchvision does); gradcheck then does not apply.
+    exact_gradient: bool = True
+    # Dataset-level metrics: a factory taking the resolved params and returning an empty
+    # ``aggregators.Aggregator`` that folds the graph's per-batch statistics (None otherwise).
+    aggregator: Callable[..., Any] | None = None
 
     # -- parameters ---------------------------------------------------------------------
     def defaults(self) -> dict[str, Any]:

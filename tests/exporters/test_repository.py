@@ -40,7 +40,9 @@ def test_layout_config_and_manifest(zoo_repo: Path, name: str) -> None:
     model_dir = zoo_repo / name
     for filename in FORMATS.values():
         assert (model_dir / "1" / filename).is_file()
-    config = text_format.Parse((model_dir / "config.pbtxt").read_text(), _model_config().ModelConfig())
+    config = text_format.Parse(
+        (model_dir / "config.pbtxt").read_text(), _model_config().ModelConfig()
+    )
     assert config.name == name
     assert config.max_batch_size == 0
     graph = onnx.load(str(model_dir / "1" / "model.onnx")).graph
@@ -105,14 +107,22 @@ def test_cli_metrics_json_lists_every_metric() -> None:
 
 
 def test_cli_export_with_params_and_errors(tmp_path: Path) -> None:
-    proc = _cli("export", "focal", "--out", str(tmp_path), "--formats", "onnx", "--param", "focal.gamma=1.5")
+    proc = _cli(
+        "export", "focal", "--out", str(tmp_path), "--formats", "onnx", "--param", "focal.gamma=1.5"
+    )
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tmp_path / "focal" / "manifest.json").read_text())
     assert manifest["params"]["gamma"] == 1.5
     for args, message in [
         (("export", "nope", "--out", str(tmp_path)), "Unknown metric `nope`"),
-        (("export", "focal", "--out", str(tmp_path), "--param", "focal.gama=1"), "Unknown parameter `gama`"),
-        (("export", "focal", "--out", str(tmp_path), "--param", "focal.gamma=abc"), "`gamma` to be float"),
+        (
+            ("export", "focal", "--out", str(tmp_path), "--param", "focal.gama=1"),
+            "Unknown parameter `gama`",
+        ),
+        (
+            ("export", "focal", "--out", str(tmp_path), "--param", "focal.gamma=abc"),
+            "`gamma` to be float",
+        ),
         (("export", "focal", "--out", str(tmp_path), "--formats", "tflite"), "tflite"),
         (("export", "focal", "--out", str(tmp_path), "--param", "l1.x=1"), "Unknown parameter"),
     ]:

@@ -55,7 +55,12 @@ def test_cross_entropy_matches_functional_elementwise(weight, ignore_index, smoo
     target = torch.randint(0, 4, (5, 6, 7), generator=g)
     w = None if weight is None else torch.tensor(weight, dtype=dtype)
     ref = F.cross_entropy(
-        preds, target, weight=w, ignore_index=ignore_index, label_smoothing=smoothing, reduction="none"
+        preds,
+        target,
+        weight=w,
+        ignore_index=ignore_index,
+        label_smoothing=smoothing,
+        reduction="none",
     )
     valid = (target != ignore_index).reshape(5, -1).sum(1).clamp(min=1).to(dtype)
     expected = ref.reshape(5, -1).sum(1) / valid
@@ -78,7 +83,9 @@ def test_cross_entropy_hand_worked() -> None:
     out = pixel.CrossEntropy()(torch.zeros(1, 2), torch.tensor([1]))
     assert out.item() == pytest.approx(math.log(2))
     # every position ignored: no valid term, the sample scores 0 rather than 0/0
-    out = pixel.CrossEntropy(ignore_index=0)(torch.randn(1, 3, 2), torch.zeros(1, 2, dtype=torch.long))
+    out = pixel.CrossEntropy(ignore_index=0)(
+        torch.randn(1, 3, 2), torch.zeros(1, 2, dtype=torch.long)
+    )
     assert out.item() == 0.0
 
 
@@ -96,7 +103,10 @@ def test_binary_losses_match_functional() -> None:
             pixel.BCEWithLogits(pw)(logits, target),
             _per_sample(
                 F.binary_cross_entropy_with_logits(
-                    logits, target, pos_weight=torch.tensor(pw, dtype=torch.float64), reduction="none"
+                    logits,
+                    target,
+                    pos_weight=torch.tensor(pw, dtype=torch.float64),
+                    reduction="none",
                 )
             ),
         )
@@ -166,8 +176,10 @@ def test_domain_errors_name_the_input() -> None:
     preds = torch.randn(2, 3, 4)
     with pytest.raises(ValueError, match=r"`target`.*\[0, 2\].*got 3"):
         ce.check_inputs({"preds": preds, "target": torch.full((2, 4), 3)})
-    with pytest.raises(ValueError, match="`weight`.*3.*got 2"):
-        ce.check_inputs({"preds": preds, "target": torch.zeros(2, 4, dtype=torch.long)}, {"weight": [1, 2]})
+    with pytest.raises(ValueError, match=r"`weight`.*3.*got 2"):
+        ce.check_inputs(
+            {"preds": preds, "target": torch.zeros(2, 4, dtype=torch.long)}, {"weight": [1, 2]}
+        )
     with pytest.raises(ValueError, match="`target` to have dtype int64, got float32"):
         ce.check_inputs({"preds": preds, "target": torch.zeros(2, 4)})
     with pytest.raises(ValueError, match=r"trailing axes of `target`"):

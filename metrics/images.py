@@ -1,0 +1,298 @@
+"""Full-reference image quality and image priors, per sample.
+
+Images are ``Tensor[N, C, H, W]`` with values on a scale of ``data_range`` (1.0 for [0, 1]).
+Every function returns ``Tensor[N]``, one score per image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._utils import check_positive, per_sample_mean
+from .registry import MetricSpec, ParamSpec, TensorSpec, register
+
+FAMILY = "images"
+IMAGE = ("N", "C", "H", "W")
+PAIR = (
+    TensorSpec("preds", IMAGE, "float32", "predicted images"),
+    TensorSpec("target", IMAGE, "float32", "reference images"),
+)
+PADDINGS = ("valid", "same")
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _gaussian_window(
+    kernel_size: int, sigma: float, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """Normalised 1-D Gaussian of ``kernel_size`` taps: ``exp(-d² / 2σ²) / Σ``."""
+    dist = torch.arange(kernel_size, dtype=dtype, device=device) - (kernel_size - 1) / 2.0
+    window = torch.exp(-0.5 * (dist / sigma).square())
+    return window / window.sum()
+
+
+def _blur(maps: Tensor, window: Tensor, pad: int) -> Tensor:
+    """Separable Gaussian filter of ``[B, 5, H, W]``, each of the 5 channels on its own.
+
+    A row pass then a column pass, zero padding ``pad``. The 5 maps are the conv's channels
+    (``groups=5``, a depthwise conv), so the group count stays static while the image
+    channels, folded into the batch axis, stay dynamic.
+    """
+    k = window.shape[0]
+    row = window.view(1, 1, 1, k).expand(5, 1, 1, k)
+    col = window.view(1, 1, k, 1).expand(5, 1, k, 1)
+    out = F.conv2d(maps, row, padding=(0, pad), groups=5)
+    return F.conv2d(out, col, padding=(pad, 0), groups=5)
+
+
+def _interior(size: int, pad: int, like: Tensor) -> Tensor:
+    """Uniform weights over positions ``pad .. size - pad - 1`` of an axis, zero elsewhere."""
+    index = torch.arange(size, device=like.device)
+    inside = ((index >= pad) & (index < size - pad)).to(like.dtype)
+    return inside / inside.sum()
+
+
+def _abs_diff_sum(x: Tensor, dim: int) -> Tensor:
+    """``Σ |x[i] - x[i - 1]|`` along ``dim`` (2 or 3) for ``i >= 1``, summed per sample.
+
+    Written with ``roll`` and a mask rather than two slices so that no axis of size
+    ``H - 1`` appears: torch.export then keeps H and W dynamic without guards.
+    """
+    diff = (x - torch.roll(x, 1, dim)).abs()
+    keep = torch.arange(x.shape[dim], device=x.device) > 0
+    if dim == 2:
+        keep = keep.unsqueeze(1)
+    return torch.where(keep, diff, torch.zeros_like(diff)).sum(dim=(1, 2, 3))
+
+
+# -- functional core ----------------------------------------------------------------------
+def ssim(
+    preds: Tensor,
+    target: Tensor,
+    kernel_size: int = 11,
+    sigma: float = 1.5,
+    data_range: float = 1.0,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    padding: str = "valid",
+) -> Tensor:
+    """Structural similarity per image, averaged over channels and window positions.
+
+    With Gaussian-weighted local means ``μ``, variances ``σ²`` and covariance ``σ_xy``
+    (population form, ``E[x²] - μ²``), ``C1 = (k1 L)²``, ``C2 = (k2 L)²``, ``L = data_range``:
+    ``SSIM = (2 μx μy + C1)(2 σxy + C2) / ((μx² + μy² + C1)(σx² + σy² + C2))``.
+
+    preds, target (Tensor[N, C, H, W]). Returns Tensor[N] in [-1, 1]; 1 for identical images.
+    ``padding="valid"`` (default) averages only the positions where the whole window fits, as
+    Wang et al. and scikit-image's ``structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False)`` and pytorch-msssim; it needs
+    ``H, W >= kernel_size``. ``padding="same"`` zero-pads by ``kernel_size // 2`` and averages
+    over all ``H x W`` positions, as the widespread ``pytorch-ssim`` snippet: the zero border
+    enters the window statistics. torchmetrics (1.9) differs from both: it reflect-pads,
+    averages over all ``H x W`` positions, and takes its window size from sigma
+    (``2 int(3.5 σ + 0.5) + 1``); its map cropped to the interior is the "valid" map here.
+    Wang et al. 2004, IEEE TIP 13(4), https://doi.org/10.1109/TIP.2003.819861 (no arXiv).
+    """
+    n, c, h, w = preds.shape[0], preds.shape[1], preds.shape[2], preds.shape[3]
+    pad = kernel_size // 2
+    window = _gaussian_window(kernel_size, sigma, preds.dtype, preds.device)
+    # The five maps are filtered together, as the channels of [N * C, 5, H, W]. Both paddings
+    # filter with zero padding, so every map keeps the input's H x W, and "valid" averages
+    # over the interior only: cropping would create H - k + 1 sized axes, which torch.export
+    # keeps dynamic only by guarding them away from 1.
+    maps = torch.stack([preds, target, preds * preds, target * target, preds * target], 2)
+    out = _blur(maps.flatten(0, 1), window, pad).view(n, c, 5, h, w)
+    mu_x, mu_y, xx, yy, xy = out.unbind(2)
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
+    mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
+    num = (2.0 * mu_xy + c1) * (2.0 * (xy - mu_xy) + c2)
+    den = (mu_xx + mu_yy + c1) * ((xx - mu_xx) + (yy - mu_yy) + c2)
+    ssim_map = num / den
+    if padding == "same":
+        return ssim_map.mean(dim=(1, 2, 3))
+    weight = _interior(h, pad, ssim_map).unsqueeze(1) * _interior(w, pad, ssim_map)
+    return (ssim_map * weight).sum(dim=(2, 3)).mean(1)
+
+
+def psnr(preds: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
+    """Peak signal-to-noise ratio per image, in dB: ``10 log10(L² / MSE)``.
+
+    ``MSE`` is the mean squared difference over all of the image's ``C·H·W`` elements and
+    ``L = data_range``. preds, target (Tensor[N, C, H, W]). Returns Tensor[N]; identical
+    images give ``+inf`` (MSE = 0), never NaN. Same as scikit-image's
+    ``peak_signal_noise_ratio`` per image and torchmetrics' with ``dim=(1, 2, 3)``.
+    """
+    mse = per_sample_mean((preds - target).square())
+    return 20.0 * math.log10(data_range) - 10.0 * torch.log10(mse)
+
+
+def total_variation(preds: Tensor) -> Tensor:
+    """Anisotropic total variation per image: ``Σ |x[i+1, j] - x[i, j]| + Σ |x[i, j+1] - x[i, j]|``.
+
+    Summed over channels and positions (not averaged). preds (Tensor[N, C, H, W]). Returns
+    Tensor[N] >= 0, as torchmetrics' ``TotalVariation(reduction=None)``.
+    Rudin, Osher & Fatemi 1992, https://doi.org/10.1016/0167-2789(92)90242-F (no arXiv);
+    as an image prior: Mahendran & Vedaldi 2015, https://arxiv.org/abs/1412.0035.
+    """
+    return _abs_diff_sum(preds, 2) + _abs_diff_sum(preds, 3)
+
+
+# -- modules ------------------------------------------------------------------------------
+class SSIM(nn.Module):
+    def __init__(
+        self,
+        kernel_size: int = 11,
+        sigma: float = 1.5,
+        data_range: float = 1.0,
+        k1: float = 0.01,
+        k2: float = 0.03,
+        padding: str = "valid",
+    ) -> None:
+        super().__init__()
+        self.kernel_size = int(kernel_size)
+        self.sigma = float(sigma)
+        self.data_range = float(data_range)
+        self.k1 = float(k1)
+        self.k2 = float(k2)
+        self.padding = str(padding)
+
+    def forward(self, preds: Tensor, target: Tensor) -> Tensor:
+        return ssim(
+            preds,
+            target,
+            self.kernel_size,
+            self.sigma,
+            self.data_range,
+            self.k1,
+            self.k2,
+            self.padding,
+        )
+
+
+class PSNR(nn.Module):
+    def __init__(self, data_range: float = 1.0) -> None:
+        super().__init__()
+        self.data_range = float(data_range)
+
+    def forward(self, preds: Tensor, target: Tensor) -> Tensor:
+        return psnr(preds, target, self.data_range)
+
+
+class TotalVariation(nn.Module):
+    def forward(self, preds: Tensor) -> Tensor:
+        return total_variation(preds)
+
+
+# -- samplers and domain checks -----------------------------------------------------------
+def _sample_pair(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    """A smooth-ish image in [0, 1] and a noisy copy, so SSIM and PSNR are informative."""
+    n, c, h, w = sizes["N"], sizes["C"], sizes["H"], sizes["W"]
+    target = torch.rand(n, c, h, w, generator=gen, dtype=dtype)
+    target = F.avg_pool2d(target, 3, stride=1, padding=1, count_include_pad=False)
+    noise = torch.randn(n, c, h, w, generator=gen, dtype=dtype)
+    level = torch.rand(n, 1, 1, 1, generator=gen, dtype=dtype) * 0.2 + 0.02
+    preds = (target + level * noise).clamp(0.0, 1.0)
+    return {"preds": preds, "target": target}
+
+
+def _sample_one(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    n, c, h, w = sizes["N"], sizes["C"], sizes["H"], sizes["W"]
+    return {"preds": torch.rand(n, c, h, w, generator=gen, dtype=dtype)}
+
+
+def _validate_ssim(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
+    kernel_size = params["kernel_size"]
+    if not isinstance(kernel_size, int) or kernel_size <= 0 or kernel_size % 2 == 0:
+        raise ValueError(f"Expected `kernel_size` to be odd and positive, got {kernel_size}")
+    check_positive("sigma", params["sigma"])
+    check_positive("data_range", params["data_range"])
+    check_positive("k1", params["k1"])
+    check_positive("k2", params["k2"])
+    padding = params["padding"]
+    if padding not in PADDINGS:
+        raise ValueError(f"Expected `padding` to be one of {list(PADDINGS)}, got {padding!r}")
+    if padding == "valid":
+        for name in ("preds", "target"):
+            shape = list(inputs[name].shape)
+            if min(shape[-2:]) < kernel_size:
+                raise ValueError(
+                    f"Expected `{name}` to have H and W >= kernel_size ({kernel_size}) with "
+                    f"padding 'valid', got shape {shape}"
+                )
+
+
+def _validate_psnr(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
+    check_positive("data_range", params["data_range"])
+
+
+# -- registry -----------------------------------------------------------------------------
+register(
+    MetricSpec(
+        name="ssim",
+        family=FAMILY,
+        module=SSIM,
+        functional=ssim,
+        inputs=PAIR,
+        outputs=(TensorSpec("score", ("N",), "float32", "mean SSIM per image"),),
+        params=(
+            ParamSpec("kernel_size", 11, "side of the Gaussian window; odd"),
+            ParamSpec("sigma", 1.5, "standard deviation of the Gaussian window"),
+            ParamSpec("data_range", 1.0, "max - min of the value scale (255 for 8-bit)"),
+            ParamSpec("k1", 0.01, "C1 = (k1 * data_range)^2"),
+            ParamSpec("k2", 0.03, "C2 = (k2 * data_range)^2"),
+            ParamSpec("padding", "valid", "'valid': window fully inside; 'same': zero padding"),
+        ),
+        higher_is_better=True,
+        paper="Wang et al. 2004, Image Quality Assessment: From Error Visibility to "
+        "Structural Similarity, IEEE TIP, doi:10.1109/TIP.2003.819861",
+        oracle="skimage structural_similarity; pytorch_msssim.ssim; torchmetrics SSIM map interior",
+        sample=_sample_pair,
+        summary="structural similarity, Gaussian window",
+        validate=_validate_ssim,
+        example_sizes={"N": 3, "C": 2, "H": 23, "W": 21},
+        min_sizes={"H": 11, "W": 11},
+    )
+)
+
+register(
+    MetricSpec(
+        name="psnr",
+        family=FAMILY,
+        module=PSNR,
+        functional=psnr,
+        inputs=PAIR,
+        outputs=(TensorSpec("score", ("N",), "float32", "PSNR in dB per image; +inf if equal"),),
+        params=(ParamSpec("data_range", 1.0, "max - min of the value scale (255 for 8-bit)"),),
+        higher_is_better=True,
+        paper="-",
+        oracle="skimage.metrics.peak_signal_noise_ratio; torchmetrics PSNR",
+        sample=_sample_pair,
+        summary="peak signal-to-noise ratio in dB",
+        validate=_validate_psnr,
+        example_sizes={"N": 3, "C": 2, "H": 7, "W": 5},
+    )
+)
+
+register(
+    MetricSpec(
+        name="total_variation",
+        family=FAMILY,
+        module=TotalVariation,
+        functional=total_variation,
+        inputs=(TensorSpec("preds", IMAGE, "float32", "images"),),
+        outputs=(TensorSpec("score", ("N",), "float32", "anisotropic TV per image"),),
+        params=(),
+        higher_is_better=False,
+        paper="Rudin, Osher & Fatemi 1992; Mahendran & Vedaldi 2015, arXiv:1412.0035",
+        oracle="torchmetrics TotalVariation(reduction=None)",
+        sample=_sample_one,
+        summary="anisotropic total variation (sum of absolute neighbour differences)",
+        example_sizes={"N": 3, "C": 2, "H": 7, "W": 5},
+    )
+)
