@@ -11,7 +11,7 @@ import contextlib
 import io
 import logging
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -75,30 +75,39 @@ def write_torchscript(module: nn.Module, path: Path) -> None:
         torch.jit.save(script(module), str(path))
 
 
-def write_torch_export(
-    module: nn.Module, example: Mapping[str, Tensor], spec: MetricSpec, path: Path
-) -> None:
+def export_program(
+    module: nn.Module, example: Mapping[str, Tensor], spec: MetricSpec
+) -> torch.export.ExportedProgram:
+    """The torch.export program, with every symbolic axis dynamic.
+
+    Both the ``.pt2`` artifact and the ONNX graph are made from this one program: tracing
+    is most of an export's time, so it is done once per metric.
+    """
     with quiet():
-        program = torch.export.export(
+        return torch.export.export(
             module, args=(), kwargs=dict(example), dynamic_shapes=dynamic_shapes(spec)
         )
+
+
+def write_torch_export(program: torch.export.ExportedProgram, path: Path) -> None:
+    with quiet():
         torch.export.save(program, str(path))
 
 
 def write_onnx(
-    module: nn.Module, example: Mapping[str, Tensor], spec: MetricSpec, path: Path
+    program: torch.export.ExportedProgram,
+    example: Mapping[str, Tensor],
+    spec: MetricSpec,
+    path: Path,
 ) -> None:
-    names = spec.input_names()
-    args = tuple(example[n] for n in names)
-    shapes = dynamic_shapes(spec)
     with quiet():
         torch.onnx.export(
-            module,
-            args,
+            program,
+            (),
             str(path),
-            input_names=names,
+            kwargs=dict(example),
+            input_names=spec.input_names(),
             output_names=[o.name for o in spec.outputs],
-            dynamic_shapes=tuple(shapes[n] for n in names),
             opset_version=ONNX_OPSET,
             dynamo=True,
             external_data=False,
@@ -106,14 +115,25 @@ def write_onnx(
         )
 
 
-def write(
-    fmt: str, module: nn.Module, example: Mapping[str, Tensor], spec: MetricSpec, path: Path
+def write_all(
+    formats: Sequence[str],
+    module: nn.Module,
+    example: Mapping[str, Tensor],
+    spec: MetricSpec,
+    paths: Mapping[str, Path],
 ) -> None:
-    if fmt == "torchscript":
-        write_torchscript(module, path)
-    elif fmt == "onnx":
-        write_onnx(module, example, spec, path)
-    elif fmt == "torch_export":
-        write_torch_export(module, example, spec, path)
-    else:
-        raise ValueError(f"Expected a format in {sorted(FORMATS)}, got {fmt!r}")
+    """Write each requested format to ``paths[format]``."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"Expected formats from {sorted(FORMATS)}, got {unknown}")
+    program = None
+    for fmt in formats:
+        if fmt == "torchscript":
+            write_torchscript(module, paths[fmt])
+            continue
+        if program is None:
+            program = export_program(module, example, spec)
+        if fmt == "onnx":
+            write_onnx(program, example, spec, paths[fmt])
+        else:
+            write_torch_export(program, paths[fmt])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,6 +31,8 @@ from .. import __version__
 from ..metrics import registry
 from ..metrics.registry import MetricSpec, TensorSpec
 from . import formats as fmt
+
+log = logging.getLogger(__name__)
 
 VERSION = "1"
 MANIFEST = "manifest.json"
@@ -171,15 +174,16 @@ def export_metric(
             and sha256_file(version_dir / k) == v["sha256"]
         }
     files = dict(keep)
-    for f in formats:
-        target = version_dir / fmt.FORMATS[f]
-        tmp = target.with_suffix(target.suffix + ".tmp")
-        try:
-            fmt.write(f, module, example, spec, tmp)
-        except Exception as exc:
+    targets = {f: version_dir / fmt.FORMATS[f] for f in formats}
+    temps = {f: p.with_suffix(p.suffix + ".tmp") for f, p in targets.items()}
+    try:
+        fmt.write_all(formats, module, example, spec, temps)
+    except Exception as exc:
+        for tmp in temps.values():
             tmp.unlink(missing_ok=True)
-            raise RuntimeError(f"exporting `{name}` to {f} failed: {exc}") from exc
-        tmp.replace(target)  # atomic: a reader never sees a half-written artifact
+        raise RuntimeError(f"exporting `{name}` failed: {exc}") from exc
+    for f, target in targets.items():
+        temps[f].replace(target)  # atomic: a reader never sees a half-written artifact
         files[target.name] = {"sha256": sha256_file(target), "bytes": target.stat().st_size}
 
     (model_dir / CONFIG).write_text(config_pbtxt(name, spec))
@@ -202,6 +206,12 @@ def export_metric(
         "files": files,
         "versions": tool_versions(),
     }
+    resources = {k: p for k, p in spec.required_files(resolved).items() if p}
+    if resources:  # the weights file an artifact was built from, for provenance
+        doc["resources"] = {
+            k: {"path": str(Path(p).resolve()), "sha256": sha256_file(Path(p))}
+            for k, p in resources.items()
+        }
     tmp_manifest = model_dir / (MANIFEST + ".tmp")
     tmp_manifest.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     tmp_manifest.replace(model_dir / MANIFEST)
@@ -215,15 +225,36 @@ def export_many(
     formats: Sequence[str] = tuple(fmt.FORMATS),
     force: bool = False,
     progress: bool = True,
+    weights: Path | None = None,
 ) -> list[ExportResult]:
-    """Export several metrics (all when ``names`` is empty), with a progress bar."""
+    """Export several metrics (all when ``names`` is empty), with a progress bar.
+
+    ``weights`` fills the ``weights`` parameter of metrics that need a weights file (the VGG
+    losses) unless ``params`` sets it. When exporting everything, a metric whose required
+    file is given neither way nor by its environment variable is skipped with a warning;
+    one asked for by name is exported and fails with a ValueError naming the parameter.
+    """
     from tqdm import tqdm
 
-    params = params or {}
+    params = {k: dict(v) for k, v in (params or {}).items()}
     chosen = registry.select(names)
     stray = sorted(set(params) - {s.name for s in chosen})
     if stray:
         raise ValueError(f"--param names metrics that are not being exported: {stray}")
+    if weights is not None:
+        for spec in chosen:
+            if "weights" in spec.requires:
+                params.setdefault(spec.name, {}).setdefault("weights", str(weights))
+    if not names:
+        missing = [s for s in chosen if None in s.required_files(params.get(s.name)).values()]
+        if missing:
+            log.warning(
+                "skipping %s: %s a weights file; pass --weights PATH or set %s",
+                ", ".join(s.name for s in missing),
+                "it needs" if len(missing) == 1 else "they need",
+                " / ".join(sorted({env for s in missing for env in s.requires.values()})),
+            )
+            chosen = [s for s in chosen if s not in missing]
     repo.mkdir(parents=True, exist_ok=True)
     results = []
     bar = tqdm(chosen, desc="export", unit="model", disable=not progress or len(chosen) < 2)

@@ -37,17 +37,47 @@ def _gaussian_window(
 
 
 def _blur(maps: Tensor, window: Tensor, pad: int) -> Tensor:
-    """Separable Gaussian filter of ``[B, 5, H, W]``, each of the 5 channels on its own.
+    """Separable Gaussian filter of ``[B, M, H, W]``, each of the M channels on its own.
 
-    A row pass then a column pass, zero padding ``pad``. The 5 maps are the conv's channels
-    (``groups=5``, a depthwise conv), so the group count stays static while the image
+    A row pass then a column pass, zero padding ``pad``. The maps are the conv's channels
+    (``groups=M``, a depthwise conv), so the group count stays static while the image
     channels, folded into the batch axis, stay dynamic.
     """
     k = window.shape[0]
-    row = window.view(1, 1, 1, k).expand(5, 1, 1, k)
-    col = window.view(1, 1, k, 1).expand(5, 1, k, 1)
-    out = F.conv2d(maps, row, padding=(0, pad), groups=5)
-    return F.conv2d(out, col, padding=(pad, 0), groups=5)
+    m = maps.shape[1]
+    row = window.view(1, 1, 1, k).expand(m, 1, 1, k)
+    col = window.view(1, 1, k, 1).expand(m, 1, k, 1)
+    out = F.conv2d(maps, row, padding=(0, pad), groups=m)
+    return F.conv2d(out, col, padding=(pad, 0), groups=m)
+
+
+def _ssim_and_cs(
+    preds: Tensor, target: Tensor, window: Tensor, c1: float, c2: float, valid: bool
+) -> tuple[Tensor, Tensor]:
+    """Per-(sample, channel) means of the SSIM map and of its contrast-structure part.
+
+    Four maps are filtered, as the channels of ``[N * C, 4, H, W]``: ``x``, ``y``,
+    ``x² + y²`` and ``xy`` (the two variances only ever appear summed, so one blurred map
+    serves both; a fifth map would cost a fifth more of the run time). Both paddings filter
+    with zero padding, so every map keeps the input's H x W, and "valid" averages over the
+    interior only: cropping would create ``H - k + 1`` sized axes, which torch.export keeps
+    dynamic only by guarding them away from 1.
+    """
+    n, c, h, w = preds.shape[0], preds.shape[1], preds.shape[2], preds.shape[3]
+    pad = window.shape[0] // 2
+    maps = torch.stack([preds, target, preds * preds + target * target, preds * target], 2)
+    mu_x, mu_y, sq, xy = _blur(maps.flatten(0, 1), window, pad).view(n, c, 4, h, w).unbind(2)
+    mu_xy = mu_x * mu_y
+    lum_num = 2.0 * mu_xy + c1
+    lum_den = mu_x * mu_x + mu_y * mu_y + c1
+    cs_num = 2.0 * (xy - mu_xy) + c2
+    cs_den = sq - lum_den + (c1 + c2)  # sigma_x² + sigma_y² + c2
+    cs_map = cs_num / cs_den
+    ssim_map = lum_num / lum_den * cs_map
+    if not valid:
+        return ssim_map.mean(dim=(2, 3)), cs_map.mean(dim=(2, 3))
+    weight = _interior(h, pad, ssim_map).unsqueeze(1) * _interior(w, pad, ssim_map)
+    return (ssim_map * weight).sum(dim=(2, 3)), (cs_map * weight).sum(dim=(2, 3))
 
 
 def _interior(size: int, pad: int, like: Tensor) -> Tensor:
@@ -98,26 +128,61 @@ def ssim(
     (``2 int(3.5 σ + 0.5) + 1``); its map cropped to the interior is the "valid" map here.
     Wang et al. 2004, IEEE TIP 13(4), https://doi.org/10.1109/TIP.2003.819861 (no arXiv).
     """
-    n, c, h, w = preds.shape[0], preds.shape[1], preds.shape[2], preds.shape[3]
-    pad = kernel_size // 2
     window = _gaussian_window(kernel_size, sigma, preds.dtype, preds.device)
-    # The five maps are filtered together, as the channels of [N * C, 5, H, W]. Both paddings
-    # filter with zero padding, so every map keeps the input's H x W, and "valid" averages
-    # over the interior only: cropping would create H - k + 1 sized axes, which torch.export
-    # keeps dynamic only by guarding them away from 1.
-    maps = torch.stack([preds, target, preds * preds, target * target, preds * target], 2)
-    out = _blur(maps.flatten(0, 1), window, pad).view(n, c, 5, h, w)
-    mu_x, mu_y, xx, yy, xy = out.unbind(2)
     c1 = (k1 * data_range) ** 2
     c2 = (k2 * data_range) ** 2
-    mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
-    num = (2.0 * mu_xy + c1) * (2.0 * (xy - mu_xy) + c2)
-    den = (mu_xx + mu_yy + c1) * ((xx - mu_xx) + (yy - mu_yy) + c2)
-    ssim_map = num / den
-    if padding == "same":
-        return ssim_map.mean(dim=(1, 2, 3))
-    weight = _interior(h, pad, ssim_map).unsqueeze(1) * _interior(w, pad, ssim_map)
-    return (ssim_map * weight).sum(dim=(2, 3)).mean(1)
+    per_channel, _ = _ssim_and_cs(preds, target, window, c1, c2, padding == "valid")
+    return per_channel.mean(1)
+
+
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _halve(x: Tensor) -> Tensor:
+    """2x2 average pooling; an odd side is first zero-padded by one on both ends.
+
+    The padded zeros count in the average, as ``F.avg_pool2d(x, 2, padding=side % 2)``
+    does (pytorch-msssim's downsampling).
+    """
+    ph = x.shape[2] % 2
+    pw = x.shape[3] % 2
+    return F.avg_pool2d(F.pad(x, [pw, pw, ph, ph]), 2)
+
+
+def ms_ssim(
+    preds: Tensor,
+    target: Tensor,
+    kernel_size: int = 11,
+    sigma: float = 1.5,
+    data_range: float = 1.0,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> Tensor:
+    """Multi-scale structural similarity per image (5 scales).
+
+    ``MS-SSIM = Π_{j<5} relu(cs_j)^{w_j} · relu(ssim_5)^{w_5}`` per channel, then averaged over
+    channels, with ``w = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)`` (Wang et al. 2003),
+    ``cs_j`` the mean contrast-structure term at scale j (valid Gaussian window) and the
+    images halved by 2x2 average pooling between scales. preds, target (Tensor[N, C, H, W])
+    with ``H, W > (kernel_size - 1) * 16``; returns Tensor[N] in [0, 1], 1 for identical
+    images. Conventions follow pytorch-msssim (``ms_ssim(..., size_average=False)``): the
+    relu on each term, the per-channel product, and zero padding of odd sides when
+    pooling. Wang, Simoncelli & Bovik 2003, https://doi.org/10.1109/ACSSC.2003.1292216.
+    """
+    window = _gaussian_window(kernel_size, sigma, preds.dtype, preds.device)
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
+    weights = [0.0448, 0.2856, 0.3001, 0.2363, 0.1333]  # MS_SSIM_WEIGHTS, as TorchScript wants
+    value = torch.ones_like(preds[:, :, 0, 0])
+    for level, weight in enumerate(weights):
+        per_channel, cs = _ssim_and_cs(preds, target, window, c1, c2, True)
+        if level < len(weights) - 1:
+            value = value * torch.relu(cs).pow(weight)
+            preds = _halve(preds)
+            target = _halve(target)
+        else:
+            value = value * torch.relu(per_channel).pow(weight)
+    return value.mean(1)
 
 
 def psnr(preds: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
@@ -175,6 +240,28 @@ class SSIM(nn.Module):
         )
 
 
+class MSSSIM(nn.Module):
+    def __init__(
+        self,
+        kernel_size: int = 11,
+        sigma: float = 1.5,
+        data_range: float = 1.0,
+        k1: float = 0.01,
+        k2: float = 0.03,
+    ) -> None:
+        super().__init__()
+        self.kernel_size = int(kernel_size)
+        self.sigma = float(sigma)
+        self.data_range = float(data_range)
+        self.k1 = float(k1)
+        self.k2 = float(k2)
+
+    def forward(self, preds: Tensor, target: Tensor) -> Tensor:
+        return ms_ssim(
+            preds, target, self.kernel_size, self.sigma, self.data_range, self.k1, self.k2
+        )
+
+
 class PSNR(nn.Module):
     def __init__(self, data_range: float = 1.0) -> None:
         super().__init__()
@@ -227,6 +314,18 @@ def _validate_ssim(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> N
                 )
 
 
+def _validate_ms_ssim(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
+    _validate_ssim({**params, "padding": "valid"}, inputs)
+    smallest = (params["kernel_size"] - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1) + 1
+    for name in ("preds", "target"):
+        shape = list(inputs[name].shape)
+        if min(shape[-2:]) < smallest:
+            raise ValueError(
+                f"Expected `{name}` to have H and W >= {smallest} for {len(MS_SSIM_WEIGHTS)} "
+                f"scales of a {params['kernel_size']}-tap window, got shape {shape}"
+            )
+
+
 def _validate_psnr(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
     check_positive("data_range", params["data_range"])
 
@@ -257,6 +356,33 @@ register(
         validate=_validate_ssim,
         example_sizes={"N": 3, "C": 2, "H": 23, "W": 21},
         min_sizes={"H": 11, "W": 11},
+    )
+)
+
+register(
+    MetricSpec(
+        name="ms_ssim",
+        family=FAMILY,
+        module=MSSSIM,
+        functional=ms_ssim,
+        inputs=PAIR,
+        outputs=(TensorSpec("score", ("N",), "float32", "MS-SSIM per image"),),
+        params=(
+            ParamSpec("kernel_size", 11, "side of the Gaussian window; odd"),
+            ParamSpec("sigma", 1.5, "standard deviation of the Gaussian window"),
+            ParamSpec("data_range", 1.0, "max - min of the value scale (255 for 8-bit)"),
+            ParamSpec("k1", 0.01, "C1 = (k1 * data_range)^2"),
+            ParamSpec("k2", 0.03, "C2 = (k2 * data_range)^2"),
+        ),
+        higher_is_better=True,
+        paper="Wang, Simoncelli & Bovik 2003, Multiscale structural similarity for image "
+        "quality assessment, doi:10.1109/ACSSC.2003.1292216",
+        oracle="pytorch_msssim.ms_ssim(size_average=False)",
+        sample=_sample_pair,
+        summary="multi-scale structural similarity, 5 scales",
+        validate=_validate_ms_ssim,
+        example_sizes={"N": 3, "C": 2, "H": 163, "W": 166},
+        min_sizes={"H": 161, "W": 161},
     )
 )
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.signal
 import torch
+from pytorch_msssim import ms_ssim as msssim_ms_ssim
 from pytorch_msssim import ssim as msssim_ssim
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torchmetrics.image import (
@@ -260,3 +261,26 @@ def test_scripted_matches_eager(name: str, params: dict) -> None:
         sizes = {k: (v if k == "N" else v + extra) for k, v in spec.example_sizes.items()}
         inputs = spec.make_inputs(_gen(15 + n), {**sizes, "N": n})
         torch.testing.assert_close(scripted(**inputs), module(**inputs))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 161, 161), (3, 1, 200, 173)])
+def test_ms_ssim_matches_pytorch_msssim(shape: tuple[int, ...]) -> None:
+    # odd sides exercise the zero-padded 2x2 pooling between scales
+    gen = torch.Generator().manual_seed(sum(shape))
+    sizes = dict(zip(("N", "C", "H", "W"), shape, strict=True))
+    inputs = registry.get("ms_ssim").make_inputs(gen, sizes, torch.float64)
+    ours = images.ms_ssim(**inputs)
+    theirs = msssim_ms_ssim(inputs["preds"], inputs["target"], data_range=1.0, size_average=False)
+    # pytorch-msssim builds its Gaussian window in float32: agreement is to ~1e-6, not 1e-15
+    torch.testing.assert_close(ours, theirs.double(), rtol=0, atol=5e-6)
+
+
+def test_ms_ssim_hand_worked_and_domain() -> None:
+    spec = registry.get("ms_ssim")
+    x = torch.rand(2, 1, 161, 170, generator=torch.Generator().manual_seed(3))
+    # identical images: every cs and the last ssim are exactly 1, and 1 ** w = 1
+    torch.testing.assert_close(images.ms_ssim(x, x), torch.ones(2))
+    with pytest.raises(ValueError, match=r"axis H of `preds` to be at least 161, got 160"):
+        spec.check_inputs(
+            {"preds": torch.rand(1, 1, 160, 200), "target": torch.rand(1, 1, 160, 200)}
+        )
