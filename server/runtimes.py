@@ -96,9 +96,7 @@ class OnnxRuntime:
         return dict(zip(self.output_names, outs, strict=True))
 
 
-def load(
-    repo: Path, name: str, runtime: str, device: str = "cpu", verify: bool = True
-) -> Runtime:
+def load(repo: Path, name: str, runtime: str, device: str = "cpu", verify: bool = True) -> Runtime:
     """Load ``REPO/<name>/1/<artifact>`` after checking it against the manifest's sha256."""
     if runtime not in RUNTIMES:
         raise ValueError(f"Expected `runtime` to be one of {list(RUNTIMES)}, got {runtime!r}")

@@ -1,0 +1,324 @@
+"""The server process: configuration, the gRPC server with every service, and lifecycle.
+
+``cvscore serve`` builds a :class:`ServerConfig` from its flags and calls :func:`main`;
+tests and notebooks run the same server on a thread with :class:`BackgroundServer`.
+
+Lifecycle: prepare the repository (export the zoo when it is missing), bind, report
+NOT_SERVING while models load, load every (model, runtime) once, report SERVING and print
+``cvscore serving on HOST:PORT``. SIGTERM or SIGINT: report NOT_SERVING, stop accepting,
+run what is queued without waiting for the batching delay, let in-flight calls finish
+(up to ``grace_s``), exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..v1 import scoring_pb2, scoring_pb2_grpc
+from .core import CoreOptions, ScoringCore
+from .kserve import SERVICE as KSERVE_SERVICE
+from .kserve import KServeServicer, Messages, private_pool
+from .runtimes import RUNTIMES
+from .servicer import ScoringServicer
+
+log = logging.getLogger(__name__)
+
+SCORING_SERVICE = scoring_pb2.DESCRIPTOR.services_by_name["Scoring"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``cvscore serve`` can be told; built from flags in ``main()``."""
+
+    repository: Path
+    host: str = "127.0.0.1"
+    port: int = 8001
+    device: str = "auto"
+    runtime: str = "auto"  # runtimes to load: "auto" (every artifact) or a comma list
+    models: tuple[str, ...] = ()  # serve only these (default: every model)
+    export_missing: bool = False  # export registered metrics missing from the repository
+    max_batch_size: int = 64  # 1 turns dynamic batching off
+    max_queue_delay_us: int = 500
+    max_queue_size: int = 256
+    max_message_mb: int = 256
+    align: int = 16
+    workers: int = 2
+    grace_s: float = 30.0
+
+    def runtimes(self) -> tuple[str, ...]:
+        if self.runtime in ("", "auto"):
+            return ()
+        chosen = tuple(r.strip() for r in self.runtime.split(",") if r.strip())
+        unknown = [r for r in chosen if r not in RUNTIMES]
+        if unknown:
+            raise ValueError(
+                f"Expected `runtime` to be auto or a comma list of {list(RUNTIMES)}, got {unknown}"
+            )
+        return chosen
+
+    def core_options(self) -> CoreOptions:
+        return CoreOptions(
+            device=self.device,
+            runtimes=self.runtimes(),
+            max_batch_size=self.max_batch_size,
+            max_queue_delay_us=self.max_queue_delay_us,
+            max_queue_size=self.max_queue_size,
+            align=self.align,
+            workers=self.workers,
+        )
+
+    def validate(self) -> None:
+        self.runtimes()
+        for name in ("max_batch_size", "max_queue_size", "max_message_mb", "align", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Expected `{name}` to be at least 1, got {getattr(self, name)}")
+        if self.max_queue_delay_us < 0:
+            raise ValueError(
+                f"Expected `max_queue_delay_us` to be non-negative, got {self.max_queue_delay_us}"
+            )
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"Expected `port` in [0, 65535], got {self.port}")
+
+
+# -- the repository -------------------------------------------------------------------------
+def prepare_repository(config: ServerConfig, progress: bool = True) -> Path:
+    """Export what the server needs and the repository lacks; return the repository.
+
+    With ``export_missing`` (the default cache) every registered metric, or those in
+    ``models``, is exported unless up to date; otherwise the zoo is exported only into an
+    empty repository, and a model named in ``models`` only when it is missing. A metric that
+    fails to export is logged and left out rather than stopping the server.
+    """
+    from ..exporters import export_many
+    from ..exporters.repository import list_models
+    from ..metrics import registry
+
+    repo = config.repository
+    present = set(list_models(repo))
+    known = registry.names()
+    if config.export_missing or not present:
+        wanted = [n for n in (config.models or known) if n in known]
+    else:
+        wanted = [n for n in config.models if n not in present and n in known]
+    if not wanted:
+        return repo
+    from tqdm import tqdm
+
+    log.info("exporting %d model(s) into %s", len(wanted), repo)
+    bar = tqdm(wanted, desc="export", unit="model", disable=not progress, file=sys.stderr)
+    for name in bar:
+        bar.set_postfix_str(name)
+        try:
+            export_many([name], repo, progress=False)
+        except Exception as exc:
+            log.warning("cannot export %s, serving without it: %s", name, exc)
+    return repo
+
+
+# -- the server -----------------------------------------------------------------------------
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Server:
+    """The gRPC server around one core: every service, health and reflection."""
+
+    def __init__(self, config: ServerConfig, core: ScoringCore) -> None:
+        self.config = config
+        self.core = core
+        limit = config.max_message_mb * 1024 * 1024
+        self.grpc = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        self.health = health.aio.HealthServicer()
+        pool = private_pool()
+        settings = {
+            "cvscore.max_batch_size": str(config.max_batch_size),
+            "cvscore.max_queue_delay_us": str(config.max_queue_delay_us),
+            "cvscore.align": str(config.align),
+        }
+        scoring_pb2_grpc.add_ScoringServicer_to_server(ScoringServicer(core), self.grpc)
+        self.grpc.add_generic_rpc_handlers(
+            [KServeServicer(core, Messages(pool), settings).handler()]
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        self.services = (SCORING_SERVICE, KSERVE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(self.services, self.grpc, pool=pool)
+        wanted = format_address(config.host, config.port)
+        try:
+            self.port = self.grpc.add_insecure_port(wanted)
+        except RuntimeError:
+            self.port = 0
+        if self.port == 0:
+            raise OSError(f"cannot listen on {wanted}: address in use or not available")
+        self.address = format_address(config.host, self.port)
+
+    async def listen(self) -> None:
+        """Start answering, NOT_SERVING until :meth:`load` is done."""
+        for service in ("", *self.services[:2]):
+            await self.health.set(service, NOT_SERVING)
+        await self.grpc.start()
+        log.info("listening on %s; loading models from %s", self.address, self.core.repository)
+
+    async def load(self) -> None:
+        """Load every (model, runtime) once, then report SERVING."""
+        await asyncio.to_thread(self.core.load)
+        await self.core.start()
+        for model in self.core.models.values():
+            await self.health.set(model.name, SERVING if model.ready else NOT_SERVING)
+        for service in ("", *self.services[:2]):
+            await self.health.set(service, SERVING)
+        ready = sum(m.ready for m in self.core.models.values())
+        log.info("%d of %d models ready", ready, len(self.core.models))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, finish queued and in-flight requests, release everything."""
+        grace = self.config.grace_s if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        stopping = asyncio.ensure_future(self.grpc.stop(grace))
+        await self.core.drain()
+        await stopping
+        await self.core.close()
+
+
+async def serve(
+    config: ServerConfig,
+    stop: asyncio.Event,
+    on_ready: Callable[[Server], None] | None = None,
+    core: ScoringCore | None = None,
+    on_listening: Callable[[Server], None] | None = None,
+) -> None:
+    """Run a server until ``stop`` is set, then shut it down gracefully."""
+    core = core or ScoringCore(config.repository, config.core_options(), config.models)
+    server = Server(config, core)
+    try:
+        await server.listen()
+        if on_listening is not None:
+            on_listening(server)
+        await server.load()
+        if on_ready is not None:
+            on_ready(server)
+        await stop.wait()
+        log.info("stopping: draining in-flight requests (grace %.0f s)", config.grace_s)
+    finally:
+        await server.stop()
+    log.info("stopped")
+
+
+def main(config: ServerConfig, progress: bool = True) -> int:
+    """``cvscore serve``: prepare the repository, serve until SIGTERM/SIGINT, exit 0."""
+    config.validate()
+    prepare_repository(config, progress=progress)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+        def announce(server: Server) -> None:
+            print(f"cvscore serving on {server.address}", flush=True)
+
+        await serve(config, stop, announce)
+
+    asyncio.run(run())
+    return 0
+
+
+# -- in-process ------------------------------------------------------------------------------
+class BackgroundServer:
+    """The same server on its own event loop in a daemon thread (tests, notebooks).
+
+    ``with BackgroundServer(config) as server:`` blocks until every model is loaded;
+    ``server.address`` is where to connect, ``server.core`` the core, and
+    :meth:`call` runs a function on the server's loop (to pause batchers, add hooks).
+    """
+
+    def __init__(self, config: ServerConfig, core: ScoringCore | None = None) -> None:
+        self.config = config
+        self.core = core or ScoringCore(config.repository, config.core_options(), config.models)
+        self.address = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._listening = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="cvscore-server", daemon=True)
+
+    def _main(self) -> None:
+        async def run() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+
+            def listening(server: Server) -> None:
+                self.address = server.address
+                self._listening.set()
+
+            await serve(self.config, self._stop, lambda _: self._ready.set(), self.core, listening)
+
+        try:
+            asyncio.run(run())
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._listening.set()
+            self._ready.set()
+
+    def start(self, timeout: float = 300.0, wait: bool = True) -> BackgroundServer:
+        """Start the thread; return once listening, or (``wait``) once every model is loaded."""
+        self._thread.start()
+        event = self._ready if wait else self._listening
+        if not event.wait(timeout):
+            raise TimeoutError(f"the server did not start in {timeout:.0f} s")
+        if self._error is not None:
+            raise RuntimeError("the server failed to start") from self._error
+        return self
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"the server did not become ready in {timeout:.0f} s")
+        if self._error is not None:
+            raise RuntimeError("the server failed to start") from self._error
+
+    def call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """Run ``fn()`` on the server's event loop and return its result."""
+        assert self._loop is not None
+
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def parse_models(items: Sequence[str]) -> tuple[str, ...]:
+    return tuple(n.strip() for item in items for n in item.split(",") if n.strip())

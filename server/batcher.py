@@ -1,0 +1,371 @@
+"""Dynamic batching for one (model, runtime): concatenate, run once, split back.
+
+Requests that can share a run are those with the same *group key*: for an input with the
+batch axis, its dtype and its non-batch axes (so images of different H, W never meet); for
+an input without one (a shared centre matrix), its dtype, shape and bytes. The worker takes
+the oldest request, waits until its group holds ``max_batch_size`` rows or the oldest has
+waited ``max_delay`` seconds, runs the group once in the executor (never on the event loop)
+and hands each request its slice of the outputs.
+
+Alignment. Runtimes are not batch-invariant to the last bit: ONNX Runtime's reductions, and
+torch's on large rows, sum a row in an order that depends on where it sits in memory and on
+how the batch is split across threads. So every request's rows start at a multiple of
+``align`` rows and every run holds a multiple of ``align`` rows, padded with copies of the
+request's last row. A request then computes in the same layout whether it runs alone or with
+others, and its scores do not depend on server load (``align=1`` turns this off).
+
+Transport-free: nothing here knows about gRPC; errors are :mod:`server.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import DeadlineExceededError, QueueFullError
+
+log = logging.getLogger(__name__)
+
+RunFn = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+Hook = Callable[[str, "Request"], None]
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """What a request learns about the run it was part of."""
+
+    queue_s: float
+    compute_s: float
+    requests: int
+    rows: int
+
+
+@dataclass(eq=False)
+class Request:
+    inputs: Mapping[str, np.ndarray]
+    rows: int
+    key: tuple[Any, ...]
+    future: asyncio.Future[tuple[dict[str, np.ndarray], BatchInfo]]
+    arrival: float
+    deadline: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _raw(array: np.ndarray) -> memoryview:
+    return np.ascontiguousarray(array).data.cast("B")
+
+
+def group_key(inputs: Mapping[str, np.ndarray], batched: Mapping[str, bool]) -> tuple[Any, ...]:
+    """Requests with equal keys can be concatenated on the batch axis.
+
+    An input without the batch axis enters the key by a digest of its bytes; requests are
+    grouped by key, then checked byte for byte (:func:`same_shared`) before they share a run.
+    """
+    parts: list[Any] = []
+    for name in sorted(inputs):
+        array = inputs[name]
+        if batched.get(name, True):
+            parts.append((name, array.dtype.str, array.shape[1:]))
+        else:
+            digest = hashlib.blake2b(_raw(array), digest_size=16).digest()
+            parts.append((name, array.dtype.str, array.shape, digest))
+    return tuple(parts)
+
+
+def same_shared(a: Request, b: Request, batched: Mapping[str, bool]) -> bool:
+    """Whether two requests' inputs without a batch axis are identical, byte for byte."""
+    for name, array in a.inputs.items():
+        if batched.get(name, True):
+            continue
+        other = b.inputs[name]
+        if array is not other and _raw(array) != _raw(other):
+            return False
+    return True
+
+
+class Batcher:
+    """One queue and one worker task per (model, runtime); compute in ``executor``."""
+
+    def __init__(
+        self,
+        label: str,
+        run: RunFn,
+        executor: Executor,
+        batched: Mapping[str, bool],
+        *,
+        max_batch_size: int = 64,
+        max_delay_s: float = 0.0005,
+        max_queue_size: int = 256,
+        align: int = 16,
+        splittable: bool = True,
+    ) -> None:
+        self.label = label
+        self._run_fn = run
+        self._executor = executor
+        self._batched = dict(batched)
+        self.max_batch_size = max(1, int(max_batch_size))
+        self.max_delay_s = max(0.0, float(max_delay_s))
+        self.max_queue_size = max(1, int(max_queue_size))
+        self.align = max(1, int(align))
+        self.splittable = splittable
+        self.hooks: list[Hook] = []  # observers of "queued", "ran", "expired", "cancelled"
+        self.runs = 0
+        self._queue: collections.deque[Request] = collections.deque()
+        self._wake = asyncio.Event()
+        self._open = asyncio.Event()  # cleared by pause(): a test hook to hold the queue
+        self._open.set()
+        self._draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._worker(), name=f"batcher {self.label}"
+            )
+
+    async def drain(self) -> None:
+        """Run whatever is queued now without waiting for the delay; return when idle."""
+        self._draining = True
+        self._open.set()
+        self._wake.set()
+        while self._queue or not self._idle.is_set():
+            self._wake.set()
+            await self._idle.wait()
+            await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def pause(self) -> None:
+        """Hold every queued request (tests use it to fill the queue deterministically)."""
+        self._open.clear()
+
+    def resume(self) -> None:
+        self._open.set()
+        self._wake.set()
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    # -- requests -----------------------------------------------------------------------
+    async def submit(
+        self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None
+    ) -> tuple[dict[str, np.ndarray], BatchInfo]:
+        """Queue one request; return its outputs and what its batch looked like.
+
+        ``deadline`` is in ``loop.time()`` seconds. Raises QueueFullError at once when the
+        queue is full, DeadlineExceededError when the deadline passes before the request's
+        batch has run.
+        """
+        loop = asyncio.get_running_loop()
+        if len(self._queue) >= self.max_queue_size:
+            raise QueueFullError(
+                f"The queue of `{self.label}` is full ({self.max_queue_size} requests "
+                "waiting); retry later"
+            )
+        request = Request(
+            inputs=inputs,
+            rows=rows,
+            key=group_key(inputs, self._batched),
+            future=loop.create_future(),
+            arrival=loop.time(),
+            deadline=deadline,
+        )
+        self._queue.append(request)
+        log.debug("%s: queued %d rows (%d waiting)", self.label, rows, len(self._queue))
+        self._notify("queued", request)
+        self._wake.set()
+        timeout = None if deadline is None else max(0.0, deadline - loop.time())
+        try:
+            return await asyncio.wait_for(asyncio.shield(request.future), timeout)
+        except TimeoutError:
+            self._drop(request, "expired")
+            waited = (loop.time() - request.arrival) * 1e3
+            raise DeadlineExceededError(
+                f"The deadline passed after {waited:.0f} ms waiting for `{self.label}`"
+            ) from None
+        except asyncio.CancelledError:
+            self._drop(request, "cancelled")
+            raise
+
+    def _drop(self, request: Request, why: str) -> None:
+        if not request.future.done():
+            request.future.cancel()
+        try:
+            self._queue.remove(request)
+        except ValueError:
+            return  # already taken into a running batch; its slot is gone with it
+        self._notify(why, request)
+
+    def _notify(self, event: str, request: Request) -> None:
+        for hook in self.hooks:
+            try:
+                hook(event, request)
+            except Exception:  # an observer must not break the batcher
+                log.exception("batcher hook failed")
+
+    # -- worker -------------------------------------------------------------------------
+    def _rows_for(self, key: tuple[Any, ...]) -> int:
+        return sum(r.rows for r in self._queue if r.key == key)
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self._step(loop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let one bad step stop the queue
+                log.exception("%s: batcher step failed", self.label)
+
+    async def _step(self, loop: asyncio.AbstractEventLoop) -> None:
+        await self._open.wait()
+        while self._queue and self._queue[0].future.done():
+            self._queue.popleft()
+        if not self._queue:
+            self._idle.set()
+            self._wake.clear()
+            await self._wake.wait()
+            return
+        self._idle.clear()
+        head = self._queue[0]
+        due = head.arrival + self.max_delay_s
+        while (
+            not self._draining
+            and self._open.is_set()
+            and not head.future.done()
+            and self.splittable
+            and self._rows_for(head.key) < self.max_batch_size
+            and loop.time() < due
+        ):
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), due - loop.time())
+            except TimeoutError:
+                break
+        if not self._open.is_set() or head.future.done():
+            return
+        batch = self._take(head.key, loop.time())
+        if batch:
+            await self._run(batch, loop)
+
+    def _take(self, key: tuple[Any, ...], now: float) -> list[Request]:
+        """Remove and return the queued requests of ``key`` that make the next run."""
+        batch: list[Request] = []
+        rows = 0
+        keep: collections.deque[Request] = collections.deque()
+        for request in self._queue:
+            if request.future.done():
+                continue
+            if request.deadline is not None and request.deadline <= now:
+                waited = (now - request.arrival) * 1e3
+                request.future.set_exception(
+                    DeadlineExceededError(
+                        f"The deadline passed after {waited:.0f} ms waiting for `{self.label}`"
+                    )
+                )
+                self._notify("expired", request)
+                continue
+            fits = not batch or (self.splittable and rows + request.rows <= self.max_batch_size)
+            if (
+                request.key == key
+                and fits
+                and (not batch or same_shared(batch[0], request, self._batched))
+            ):
+                batch.append(request)
+                rows += request.rows
+            else:
+                keep.append(request)
+        self._queue = keep
+        return batch
+
+    async def _run(self, batch: list[Request], loop: asyncio.AbstractEventLoop) -> None:
+        start = loop.time()
+        try:
+            inputs, offsets, rows = self._concatenate(batch)
+            t0 = time.perf_counter()
+            outputs = await loop.run_in_executor(self._executor, self._run_fn, inputs)
+            compute = time.perf_counter() - t0
+            self.runs += 1
+            parts = self._split(outputs, offsets, rows)
+        except Exception as exc:
+            if len(batch) > 1:
+                # One bad request must not fail the others: run each on its own.
+                log.warning(
+                    "%s: a batch of %d failed (%s); retrying one by one",
+                    self.label,
+                    len(batch),
+                    exc,
+                )
+                for request in batch:
+                    await self._run([request], loop)
+                return
+            if not batch[0].future.done():
+                batch[0].future.set_exception(exc)
+            return
+        for request, part in zip(batch, parts, strict=True):
+            info = BatchInfo(start - request.arrival, compute, len(batch), rows)
+            if not request.future.done():
+                request.future.set_result((part, info))
+            self._notify("ran", request)
+
+    def _concatenate(
+        self, batch: list[Request]
+    ) -> tuple[dict[str, np.ndarray], list[tuple[int, int]], int]:
+        """Inputs of the run, each request's (offset, rows), and the rows computed."""
+        align = self.align if self.splittable else 1
+        offsets = []
+        pos = 0
+        for request in batch:
+            offsets.append((pos, request.rows))
+            pos += request.rows + (-request.rows) % align
+        if len(batch) == 1 and pos == batch[0].rows:
+            return dict(batch[0].inputs), offsets, pos
+        inputs: dict[str, np.ndarray] = {}
+        for name in batch[0].inputs:
+            if not self._batched.get(name, True):
+                inputs[name] = batch[0].inputs[name]
+                continue
+            pieces = []
+            for request in batch:
+                array = request.inputs[name]
+                pieces.append(array)
+                pad = (-request.rows) % align
+                if pad and request.rows:
+                    pieces.append(np.repeat(array[-1:], pad, axis=0))  # copies of the last row
+            inputs[name] = np.concatenate(pieces, axis=0)
+        return inputs, offsets, pos
+
+    def _split(
+        self, outputs: Mapping[str, np.ndarray], offsets: list[tuple[int, int]], rows: int
+    ) -> list[dict[str, np.ndarray]]:
+        if not self.splittable:
+            return [dict(outputs)]
+        for name, value in outputs.items():
+            if value.ndim == 0 or value.shape[0] != rows:
+                raise RuntimeError(
+                    f"{self.label}: output `{name}` has shape {list(value.shape)}, "
+                    f"expected {rows} rows"
+                )
+        return [
+            {name: value[start : start + n] for name, value in outputs.items()}
+            for start, n in offsets
+        ]

@@ -1,0 +1,460 @@
+"""The scoring core: a model repository, loaded runtimes, batchers, and the scoring logic.
+
+Transport-free: this module knows nothing of gRPC. The servicers decode messages into numpy
+arrays, call :class:`ScoringCore`, and encode what it returns; every failure a client should
+hear about is a :mod:`server.errors` exception carrying its status name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..exporters.repository import list_models, read_manifest
+from . import runtimes, stats
+from .batcher import Batcher, BatchInfo, Hook
+from .errors import (
+    InvalidInputError,
+    NotFoundError,
+    NotReadyError,
+    RuntimeUnavailableError,
+)
+from .signature import Prepared, Signature
+
+if TYPE_CHECKING:
+    from ..metrics.registry import MetricSpec
+
+log = logging.getLogger(__name__)
+
+REDUCTIONS = ("none", "mean", "sum")
+# What "auto" picks, among the runtimes on the server's device first.
+PREFERENCE = ("onnx", "torchscript", "torch_export")
+# Inputs larger than this are checked off the event loop.
+INLINE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class CoreOptions:
+    """How models are loaded and batched."""
+
+    device: str = "auto"
+    runtimes: tuple[str, ...] = ()  # empty: every artifact the repository holds
+    max_batch_size: int = 64
+    max_queue_delay_us: int = 500
+    max_queue_size: int = 256
+    align: int = 16
+    workers: int = 2
+    warmup: bool = True
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class Timing:
+    queue_s: float = 0.0
+    compute_s: float = 0.0
+    total_s: float = 0.0
+    batch_requests: int = 0
+    batch_rows: int = 0
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    metric: str
+    outputs: dict[str, np.ndarray]  # per-sample, batch axis first
+    reduced: dict[str, np.ndarray]  # float64, empty for reduction "none"
+    reduction: str
+    runtime: str
+    device: str
+    batch_size: int
+    timing: Timing
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    metric: str
+    runtime: str
+    device: str
+    batches: int
+    statistics: list[stats.Summary]
+    scores: dict[str, np.ndarray] | None
+    timing: Timing
+
+
+@dataclass
+class Model:
+    """One served model and the runtimes it was loaded into."""
+
+    signature: Signature
+    runtimes: dict[str, runtimes.Runtime] = field(default_factory=dict)
+    batchers: dict[str, Batcher] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    default_runtime: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.signature.name
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.runtimes)
+
+    @property
+    def device(self) -> str:
+        return self.runtimes[self.default_runtime].device if self.ready else ""
+
+    def runtime_names(self) -> list[str]:
+        return list(self.runtimes)
+
+    def pick(self, runtime: str) -> str:
+        if runtime in ("", "auto"):
+            return self.default_runtime
+        if runtime not in runtimes.RUNTIMES:
+            raise InvalidInputError(
+                f"Expected `runtime` to be one of {['auto', *runtimes.RUNTIMES]}, got {runtime!r}"
+            )
+        if runtime not in self.runtimes:
+            raise RuntimeUnavailableError(
+                f"Model `{self.name}` has no `{runtime}` runtime on this server; "
+                f"available: {self.runtime_names()}"
+            )
+        return runtime
+
+
+def _spec_for(metric: str) -> MetricSpec | None:
+    """The registered spec, when the registry imports and still knows the metric."""
+    try:
+        from ..metrics import registry
+
+        if metric in registry.names():
+            return registry.get(metric)
+    except Exception:
+        log.exception("the metric registry failed to import; serving from manifests alone")
+    return None
+
+
+class ScoringCore:
+    """Loads a repository and scores requests through per-(model, runtime) batchers."""
+
+    def __init__(
+        self,
+        repository: Path,
+        options: CoreOptions | None = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        self.repository = Path(repository)
+        self.options = options or CoreOptions()
+        self.device = runtimes.resolve_device(self.options.device)
+        self.models: dict[str, Model] = {}
+        # what will be served: the given names, or every model of the repository
+        self.expected: list[str] = list(names) if names else list_models(self.repository)
+        self.ready = False
+        self.closing = False
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, self.options.workers), thread_name_prefix="cvscore-compute"
+        )
+        self._hooks: list[Hook] = []
+
+    # -- loading ------------------------------------------------------------------------
+    def load(
+        self,
+        names: Sequence[str] | None = None,
+        on_model: Callable[[Model], None] | None = None,
+    ) -> None:
+        """Load every model's runtimes once (blocking; run it off the event loop)."""
+        if names:
+            self.expected = list(names)
+        for name in self.expected:
+            model = self._load_model(name)
+            self.models[name] = model
+            if on_model is not None:
+                on_model(model)
+
+    def _load_model(self, name: str) -> Model:
+        manifest = read_manifest(self.repository / name)
+        if manifest is None:
+            raise NotFoundError(f"Model `{name}` is not in the repository {self.repository}")
+        manifest = {**manifest, "name": name}
+        spec = _spec_for(manifest.get("metric", name))
+        model = Model(Signature.from_manifest(manifest, spec))
+        artifacts = set(manifest.get("files", {}))
+        from ..exporters.formats import FORMATS
+
+        wanted = self.options.runtimes or runtimes.RUNTIMES
+        for kind in wanted:
+            if FORMATS[kind] not in artifacts:
+                model.failures[kind] = "not exported"
+                continue
+            try:
+                loaded = runtimes.load(
+                    self.repository, name, kind, self.device, verify=self.options.verify
+                )
+                if self.options.warmup and spec is not None and model.signature.spec is not None:
+                    self._warm(model, spec, loaded)
+            except Exception as exc:
+                log.error("model %s: cannot load %s: %s", name, kind, exc)
+                model.failures[kind] = str(exc)
+                continue
+            model.runtimes[kind] = loaded
+        model.default_runtime = self._default_runtime(model)
+        if model.ready:
+            log.info(
+                "model %s: %s on %s (auto: %s)",
+                name,
+                ", ".join(model.runtimes),
+                self.device,
+                model.default_runtime,
+            )
+        return model
+
+    def _warm(self, model: Model, spec: MetricSpec, runtime: runtimes.Runtime) -> None:
+        """Run the artifact twice on valid inputs: fail at startup, not on a request."""
+        import torch
+
+        gen = torch.Generator().manual_seed(0)
+        sample = spec.make_inputs(gen, {"N": max(1, self.options.align)})
+        prepared = model.signature.prepare({k: v.numpy() for k, v in sample.items()})
+        for _ in range(2):
+            runtime.run(prepared.inputs)
+
+    def _default_runtime(self, model: Model) -> str:
+        order = list(self.options.runtimes or PREFERENCE)
+        on_device = [
+            k for k in order if k in model.runtimes and model.runtimes[k].device == self.device
+        ]
+        rest = [k for k in order if k in model.runtimes and k not in on_device]
+        chosen = on_device + rest
+        return chosen[0] if chosen else ""
+
+    async def start(self) -> None:
+        """Create the batchers on the running loop and report ready."""
+        o = self.options
+        for model in self.models.values():
+            batched = {t.name: t.batched for t in model.signature.inputs}
+            for kind, runtime in model.runtimes.items():
+                batcher = Batcher(
+                    f"{model.name}/{kind}",
+                    runtime.run,
+                    self._executor,
+                    batched,
+                    max_batch_size=o.max_batch_size,
+                    max_delay_s=o.max_queue_delay_us / 1e6,
+                    max_queue_size=o.max_queue_size,
+                    align=o.align,
+                    splittable=model.signature.splittable,
+                )
+                batcher.hooks.extend(self._hooks)
+                batcher.start()
+                model.batchers[kind] = batcher
+        self.ready = True
+
+    async def drain(self) -> None:
+        """Stop taking requests and finish the queued ones without waiting for delays."""
+        self.closing = True
+        await asyncio.gather(*(b.drain() for b in self._batchers()))
+
+    async def close(self) -> None:
+        self.ready = False
+        self.closing = True
+        await asyncio.gather(*(b.close() for b in self._batchers()))
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _batchers(self) -> list[Batcher]:
+        return [b for m in self.models.values() for b in m.batchers.values()]
+
+    # -- test and operations hooks --------------------------------------------------------
+    def add_hook(self, hook: Hook) -> None:
+        """Observe batcher events ("queued", "ran", "expired", "cancelled")."""
+        self._hooks.append(hook)
+        for batcher in self._batchers():
+            batcher.hooks.append(hook)
+
+    def pause(self) -> None:
+        for batcher in self._batchers():
+            batcher.pause()
+
+    def resume(self) -> None:
+        for batcher in self._batchers():
+            batcher.resume()
+
+    # -- queries ------------------------------------------------------------------------
+    def model(self, name: str) -> Model:
+        model = self.models.get(name)
+        if model is None:
+            if name in self.expected and not self.ready:
+                raise NotReadyError(f"Model `{name}` is still loading")
+            known = ", ".join(sorted(self.models)) or "none"
+            raise NotFoundError(f"Unknown metric `{name}`; known metrics: {known}")
+        return model
+
+    def serving(self, name: str) -> Model:
+        """The model, ready to score, or the error that says why not.
+
+        (While the server drains, calls it has already accepted are still served; the
+        transport refuses new ones.)
+        """
+        model = self.model(name)
+        if not self.ready:
+            raise NotReadyError(
+                f"The server is starting: {len(self.models)} of {len(self.expected)} models loaded"
+            )
+        if not model.ready:
+            raise RuntimeUnavailableError(
+                f"Model `{name}` could not be loaded on this server; see the server log"
+            )
+        return model
+
+    # -- scoring ------------------------------------------------------------------------
+    async def score(
+        self,
+        name: str,
+        inputs: Mapping[str, np.ndarray],
+        runtime: str = "auto",
+        reduction: str = "mean",
+        deadline: float | None = None,
+    ) -> ScoreResult:
+        """Score one batch. ``deadline`` is in ``loop.time()`` seconds."""
+        start = time.perf_counter()
+        model = self.serving(name)
+        if reduction not in REDUCTIONS:
+            raise InvalidInputError(
+                f"Expected `reduction` to be one of {list(REDUCTIONS)}, got {reduction!r}"
+            )
+        kind = model.pick(runtime)
+        prepared = await self._prepare(model, inputs)
+        outputs, info = await model.batchers[kind].submit(
+            prepared.inputs, prepared.batch_size, deadline
+        )
+        reduced = {}
+        if reduction != "none":
+            reduced = await self._offload(
+                sum(v.nbytes for v in outputs.values()),
+                lambda: {k: stats.reduce(v, reduction) for k, v in outputs.items()},
+            )
+        return ScoreResult(
+            metric=name,
+            outputs=outputs,
+            reduced=reduced,
+            reduction=reduction,
+            runtime=kind,
+            device=model.runtimes[kind].device,
+            batch_size=prepared.batch_size,
+            timing=_timing(info, time.perf_counter() - start),
+        )
+
+    async def evaluate(
+        self,
+        name: str,
+        batches: AsyncIterator[Mapping[str, np.ndarray]],
+        runtime: str = "auto",
+        return_scores: bool = False,
+        deadline: float | None = None,
+        inflight: int = 4,
+    ) -> EvaluateResult:
+        """Fold every batch into exact dataset statistics (and, on request, the scores).
+
+        Up to ``inflight`` batches of the stream are queued at once, so consecutive batches
+        share runs; results are folded in stream order.
+        """
+        start = time.perf_counter()
+        model = self.serving(name)
+        kind = model.pick(runtime)
+        batcher = model.batchers[kind]
+        output_names = [t.name for t in model.signature.outputs]
+        folded: dict[str, stats.RunningStats] = {}  # made on the first batch
+        scores: dict[str, list[np.ndarray]] = {k: [] for k in output_names}
+        pending: list[asyncio.Task[tuple[dict[str, np.ndarray], BatchInfo]]] = []
+        totals = {"queue": 0.0, "compute": 0.0, "requests": 0, "rows": 0}
+        count = 0
+
+        def fold(outputs: dict[str, np.ndarray], info: BatchInfo) -> None:
+            for key, value in outputs.items():
+                acc = folded.get(key)
+                if acc is None:
+                    acc = folded[key] = stats.RunningStats(key, tuple(value.shape[1:]))
+                try:
+                    acc.update(value)
+                except ValueError as exc:
+                    raise InvalidInputError(str(exc)) from None
+                if return_scores:
+                    scores[key].append(value)
+            totals["queue"] += info.queue_s
+            totals["compute"] += info.compute_s
+            totals["requests"] += info.requests
+            totals["rows"] += info.rows
+
+        try:
+            async for arrays in batches:
+                try:
+                    prepared = await self._prepare(model, arrays)
+                except InvalidInputError as exc:
+                    raise InvalidInputError(f"Batch {count}: {exc.message}") from None
+                count += 1
+                pending.append(
+                    asyncio.ensure_future(
+                        batcher.submit(prepared.inputs, prepared.batch_size, deadline)
+                    )
+                )
+                while len(pending) >= inflight:
+                    await self._fold(fold, *await pending.pop(0))
+            while pending:
+                await self._fold(fold, *await pending.pop(0))
+        finally:
+            for task in pending:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: the stream has already failed
+                task.cancel()
+        summaries = [
+            (folded.get(key) or stats.RunningStats(key, ())).summary() for key in output_names
+        ]
+        joined = None
+        if return_scores:
+            dtypes = {t.name: t.dtype for t in model.signature.outputs}
+            joined = {
+                k: np.concatenate(v) if v else np.zeros((0,), dtypes[k]) for k, v in scores.items()
+            }
+        return EvaluateResult(
+            metric=name,
+            runtime=kind,
+            device=model.runtimes[kind].device,
+            batches=count,
+            statistics=summaries,
+            scores=joined,
+            timing=Timing(
+                totals["queue"],
+                totals["compute"],
+                time.perf_counter() - start,
+                int(totals["requests"]),
+                int(totals["rows"]),
+            ),
+        )
+
+    async def _fold(
+        self,
+        fold: Callable[[dict[str, np.ndarray], BatchInfo], None],
+        outputs: dict[str, np.ndarray],
+        info: BatchInfo,
+    ) -> None:
+        await self._offload(sum(v.nbytes for v in outputs.values()), lambda: fold(outputs, info))
+
+    async def _prepare(self, model: Model, arrays: Mapping[str, np.ndarray]) -> Prepared:
+        nbytes = sum(a.nbytes for a in arrays.values())
+        prepared: Prepared = await self._offload(nbytes, lambda: model.signature.prepare(arrays))
+        return prepared
+
+    async def _offload(self, nbytes: int, fn: Callable[[], Any]) -> Any:
+        """Run work on small data inline; on large data (checks, reductions) off the loop."""
+        if nbytes <= INLINE_BYTES:
+            return fn()
+        return await asyncio.get_running_loop().run_in_executor(None, fn)
+
+
+def _timing(info: BatchInfo, total_s: float) -> Timing:
+    return Timing(info.queue_s, info.compute_s, total_s, info.requests, info.rows)

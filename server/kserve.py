@@ -1,0 +1,291 @@
+"""The Open Inference Protocol (KServe v2) over gRPC: every metric is a model.
+
+Why a private descriptor pool. A process may hold two copies of the ``inference.*``
+messages: ours and tritonclient's (``tritonclient.grpc.service_pb2``), and protobuf refuses
+a second definition of a symbol in its default pool ("duplicate symbol"). So cvscore never
+generates Python modules for ``protos/inference/*.proto``: the build compiles them only into
+the descriptor set ``cvscore/protos.pb``; here they are loaded into a private
+``DescriptorPool``, message classes come from ``message_factory.GetMessageClass``, and the
+service is registered with ``grpc.method_handlers_generic_handler`` using those classes'
+``FromString`` / ``SerializeToString``. tritonclient's copy, in the default pool, never
+meets ours, so a tritonclient can run in the same process as this server. On the wire both
+are the same protocol: names and field numbers match.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+from google.protobuf.message import Message
+
+from .. import __version__
+from ..exporters.repository import CONFIG, TRITON_DTYPES
+from . import tensors
+from .core import ScoringCore
+from .errors import InvalidInputError, NotFoundError
+from .servicer import deadline_of
+from .status import handle_errors
+
+log = logging.getLogger(__name__)
+
+SERVICE = "inference.GRPCInferenceService"
+# KServe v2 datatype <-> cvscore dtype, and the typed-contents field of each.
+KSERVE_DTYPES = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+}
+TO_KSERVE = {v: k for k, v in KSERVE_DTYPES.items()}
+CONTENTS = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+PLATFORMS = {
+    "onnx": "onnxruntime_onnx",
+    "torchscript": "pytorch_libtorch",
+    "torch_export": "torch_export",
+}
+
+
+@functools.cache
+def descriptor_set() -> descriptor_pb2.FileDescriptorSet:
+    """Every proto under protos/, as compiled by the build into cvscore/protos.pb."""
+    data = importlib.resources.files("cvscore").joinpath("protos.pb").read_bytes()
+    return descriptor_pb2.FileDescriptorSet.FromString(data)
+
+
+def private_pool() -> descriptor_pool.DescriptorPool:
+    """A new pool with cvscore.v1, inference, grpc.health.v1 and reflection descriptors."""
+    from grpc_health.v1 import health_pb2
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    pool = descriptor_pool.DescriptorPool()
+    names = set()
+    for proto in descriptor_set().file:
+        pool.Add(proto)
+        names.add(proto.name)
+    for module in (health_pb2, reflection_pb2):
+        if module.DESCRIPTOR.name not in names:
+            pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
+    return pool
+
+
+class Messages:
+    """The ``inference.*`` message classes, built from a private pool."""
+
+    def __init__(self, pool: descriptor_pool.DescriptorPool) -> None:
+        self.pool = pool
+        self.service = pool.FindServiceByName(SERVICE)
+
+    def get(self, name: str) -> type[Message]:
+        return message_factory.GetMessageClass(self.pool.FindMessageTypeByName(name))
+
+    def __getattr__(self, name: str) -> type[Message]:
+        return self.get(f"inference.{name}")
+
+
+class KServeServicer:
+    """Handlers for ``inference.GRPCInferenceService``; the core does the work."""
+
+    def __init__(
+        self, core: ScoringCore, messages: Messages, settings: Mapping[str, str] | None = None
+    ) -> None:
+        self.core = core
+        self.m = messages
+        self.settings = dict(settings or {})
+
+    # -- registration -------------------------------------------------------------------
+    def handler(self) -> grpc.GenericRpcHandler:
+        handlers: dict[str, grpc.RpcMethodHandler] = {}
+        for method in self.m.service.methods:
+            behaviour: Callable[..., Any] = getattr(self, method.name)
+            request = message_factory.GetMessageClass(method.input_type)
+            response = message_factory.GetMessageClass(method.output_type)
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                behaviour,
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+        return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+    # -- helpers ------------------------------------------------------------------------
+    def _model(self, name: str, version: str) -> Any:
+        model = self.core.model(name)
+        if version not in ("", str(model.signature.version)):
+            raise NotFoundError(
+                f"Model `{name}` has no version {version!r}; versions: "
+                f"['{model.signature.version}']"
+            )
+        return model
+
+    def _decode(self, request: Any) -> dict[str, np.ndarray]:
+        raw = list(request.raw_input_contents)
+        if raw and len(raw) != len(request.inputs):
+            raise InvalidInputError(
+                f"Expected raw_input_contents for every input ({len(request.inputs)}), "
+                f"got {len(raw)}"
+            )
+        arrays: dict[str, np.ndarray] = {}
+        for i, t in enumerate(request.inputs):
+            if t.name in arrays:
+                raise InvalidInputError(f"Input `{t.name}` appears more than once")
+            dtype = KSERVE_DTYPES.get(t.datatype)
+            if dtype is None:
+                raise InvalidInputError(
+                    f"Expected `{t.name}` to have a datatype in {sorted(KSERVE_DTYPES)}, "
+                    f"got {t.datatype!r}"
+                )
+            if raw:
+                arrays[t.name] = tensors.from_bytes(t.name, dtype, t.shape, raw[i])
+                continue
+            field = CONTENTS.get(t.datatype)
+            if field is None:
+                raise InvalidInputError(
+                    f"Expected `{t.name}` ({t.datatype}) in raw_input_contents: "
+                    "it has no typed contents field"
+                )
+            values = getattr(t.contents, field)
+            arrays[t.name] = tensors.from_values(t.name, dtype, t.shape, values)
+        return arrays
+
+    # -- health and metadata ------------------------------------------------------------
+    @handle_errors
+    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        return self.m.ServerLiveResponse(live=True)
+
+    @handle_errors
+    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        return self.m.ServerReadyResponse(ready=self.core.ready and not self.core.closing)
+
+    @handle_errors
+    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        model = self._model(request.name, request.version)
+        ready = self.core.ready and not self.core.closing and model.ready
+        return self.m.ModelReadyResponse(ready=ready)
+
+    @handle_errors
+    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        return self.m.ServerMetadataResponse(
+            name="cvscore", version=__version__, extensions=["model_configuration", "parameters"]
+        )
+
+    @handle_errors
+    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        model = self._model(request.name, request.version)
+        s = model.signature
+        meta = self.m.get("inference.ModelMetadataResponse.TensorMetadata")
+        return self.m.ModelMetadataResponse(
+            name=s.name,
+            versions=[str(s.version)],
+            platform=PLATFORMS.get(model.default_runtime, "cvscore"),
+            inputs=[
+                meta(name=t.name, datatype=TO_KSERVE[t.dtype], shape=t.dims()) for t in s.inputs
+            ],
+            outputs=[
+                meta(name=t.name, datatype=TO_KSERVE[t.dtype], shape=t.dims()) for t in s.outputs
+            ],
+        )
+
+    @handle_errors
+    async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        model = self._model(request.name, request.version)
+        config = self.m.ModelConfig()
+        path = self.core.repository / model.name / CONFIG
+        if path.is_file():
+            text_format.Parse(path.read_text(), config, allow_unknown_field=True)
+        else:
+            self._fill_config(config, model)
+        params = {
+            "cvscore.runtimes": ",".join(model.runtime_names()),
+            "cvscore.default_runtime": model.default_runtime,
+            "cvscore.device": model.device,
+            **self.settings,
+        }
+        for key, value in params.items():
+            config.parameters[key].string_value = value
+        return self.m.ModelConfigResponse(config=config)
+
+    def _fill_config(self, config: Any, model: Any) -> None:
+        s = model.signature
+        config.name = s.name
+        config.backend = "onnxruntime"
+        config.max_batch_size = 0
+        data_type = self.m.pool.FindEnumTypeByName("inference.DataType")
+        for t in s.inputs:
+            config.input.add(
+                name=t.name,
+                data_type=data_type.values_by_name[TRITON_DTYPES[t.dtype]].number,
+                dims=t.dims(),
+            )
+        for t in s.outputs:
+            config.output.add(
+                name=t.name,
+                data_type=data_type.values_by_name[TRITON_DTYPES[t.dtype]].number,
+                dims=t.dims(),
+            )
+
+    @handle_errors
+    async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        index = self.m.get("inference.RepositoryIndexResponse.ModelIndex")
+        models = []
+        for name in self.core.expected:
+            model = self.core.models.get(name)
+            if model is None:
+                state, reason = "LOADING", ""
+            elif model.ready:
+                state, reason = "READY", ""
+            else:
+                state, reason = "UNAVAILABLE", "no runtime could be loaded"
+            if request.ready and state != "READY":
+                continue
+            version = str(model.signature.version) if model else "1"
+            models.append(index(name=name, version=version, state=state, reason=reason))
+        return self.m.RepositoryIndexResponse(models=models)
+
+    # -- inference ------------------------------------------------------------------------
+    @handle_errors
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        model = self._model(request.model_name, request.model_version)
+        self.core.serving(model.name)
+        runtime = "auto"
+        if "runtime" in request.parameters:
+            runtime = request.parameters["runtime"].string_param
+        arrays = self._decode(request)
+        result = await self.core.score(
+            model.name, arrays, runtime=runtime, reduction="none", deadline=deadline_of(context)
+        )
+        wanted = [o.name for o in request.outputs] or list(result.outputs)
+        unknown = [n for n in wanted if n not in result.outputs]
+        if unknown:
+            raise InvalidInputError(
+                f"Model `{model.name}` has no output {unknown}; outputs: {list(result.outputs)}"
+            )
+        response = self.m.ModelInferResponse(
+            model_name=model.name,
+            model_version=str(model.signature.version),
+            id=request.id,
+        )
+        for name in wanted:
+            array = result.outputs[name]
+            response.outputs.add(
+                name=name, datatype=TO_KSERVE[tensors.dtype_name(array.dtype)], shape=array.shape
+            )
+            response.raw_output_contents.append(tensors.to_bytes(array))
+        response.parameters["runtime"].string_param = result.runtime
+        response.parameters["device"].string_param = result.device
+        return response
