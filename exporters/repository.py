@@ -236,17 +236,17 @@ def export_many(
     """
     from tqdm import tqdm
 
-    params = {k: dict(v) for k, v in (params or {}).items()}
+    merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (params or {}).items()}
     chosen = registry.select(names)
-    stray = sorted(set(params) - {s.name for s in chosen})
+    stray = sorted(set(merged) - {s.name for s in chosen})
     if stray:
         raise ValueError(f"--param names metrics that are not being exported: {stray}")
     if weights is not None:
         for spec in chosen:
             if "weights" in spec.requires:
-                params.setdefault(spec.name, {}).setdefault("weights", str(weights))
+                merged.setdefault(spec.name, {}).setdefault("weights", str(weights))
     if not names:
-        missing = [s for s in chosen if None in s.required_files(params.get(s.name)).values()]
+        missing = [s for s in chosen if None in s.required_files(merged.get(s.name)).values()]
         if missing:
             log.warning(
                 "skipping %s: %s a weights file; pass --weights PATH or set %s",
@@ -260,7 +260,7 @@ def export_many(
     bar = tqdm(chosen, desc="export", unit="model", disable=not progress or len(chosen) < 2)
     for spec in bar:
         bar.set_postfix_str(spec.name)
-        results.append(export_metric(spec, repo, params.get(spec.name), formats, force))
+        results.append(export_metric(spec, repo, merged.get(spec.name), formats, force))
     return results
 
 

@@ -74,3 +74,15 @@ def as_weight(values: Sequence[float] | None) -> Tensor:
 def param_list(params: Mapping[str, Any], key: str) -> list[float] | None:
     value = params.get(key)
     return None if value is None else [float(v) for v in value]
+
+
+def check_binary(name: str, x: Tensor) -> None:
+    """Values must be exactly 0 or 1 (labels or masks carried as floats)."""
+    if x.numel() and not bool(((x == 0) | (x == 1)).all()):
+        bad = x[(x != 0) & (x != 1)][0]
+        raise ValueError(f"Expected `{name}` to hold only 0 and 1, got {float(bad):.4g}")
+
+
+def check_finite(name: str, x: Tensor) -> None:
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"Expected `{name}` to hold finite values, got inf or NaN")

@@ -1,3 +1,18 @@
 """Importing this module registers every metric family."""
 
-from . import boxes, coco, images, masks, pixel, retrieval, segmentation  # noqa: F401  # noqa: F401  (dataset metrics: coco_map, mean_iou, recall_at_k)
+# dataset metrics: coco_map (coco), mean_iou (segmentation), recall_at_k (retrieval)
+from . import (  # noqa: F401
+    adversarial,
+    boxes,
+    coco,
+    detection,
+    distance,
+    embeddings,
+    features,
+    images,
+    landmarks,
+    masks,
+    pixel,
+    retrieval,
+    segmentation,
+)

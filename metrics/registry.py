@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,6 +139,10 @@ class MetricSpec:
     example_sizes: Mapping[str, int] = field(default_factory=dict)
     # Smallest legal size per axis (e.g. SSIM "valid" needs H, W >= kernel size).
     min_sizes: Mapping[str, int] = field(default_factory=dict)
+    # Parameters naming a file the module is built from (network weights), each mapped to
+    # the environment variable read when the parameter is left empty. The file's sha256 is
+    # part of the artifact's identity; exporters skip such a metric when no file is given.
+    requires: Mapping[str, str] = field(default_factory=dict)
     # False where the gradient deliberately is not the derivative of the value (CIoU
     # detaches its alpha term, as torchvision does); gradcheck then does not apply.
     exact_gradient: bool = True
@@ -165,10 +170,29 @@ class MetricSpec:
         return self.module(**self.resolve_params(overrides)).eval()
 
     def identity(self, params: Mapping[str, Any]) -> str:
-        """sha256 of the definition's source and the parameters: what an artifact freezes."""
+        """sha256 of the definition's source and the parameters: what an artifact freezes.
+
+        For a metric with ``requires``, the sha256 of each required file is part of it too.
+        """
         source = inspect.getsource(inspect.getmodule(self.module))  # type: ignore[arg-type]
-        blob = repr((self.name, sorted(params.items()), source)).encode()
+        parts: tuple[Any, ...] = (self.name, sorted(params.items()), source)
+        files = {k: _sha256(p) for k, p in self.required_files(params).items() if p}
+        if files:
+            parts = (*parts, sorted(files.items()))
+        blob = repr(parts).encode()
         return hashlib.sha256(blob).hexdigest()
+
+    def required_files(self, params: Mapping[str, Any] | None = None) -> dict[str, str | None]:
+        """Each ``requires`` parameter's file: its value, else its environment variable.
+
+        ``None`` where neither names an existing file.
+        """
+        resolved = self.resolve_params(params)
+        out: dict[str, str | None] = {}
+        for key, env in self.requires.items():
+            path = str(resolved.get(key) or "") or os.environ.get(env, "")
+            out[key] = path if path and os.path.isfile(path) else None
+        return out
 
     # -- inputs -------------------------------------------------------------------------
     def input_names(self) -> list[str]:
@@ -290,7 +314,16 @@ class MetricSpec:
             "differentiable": self.differentiable,
             "paper": self.paper,
             "oracle": self.oracle,
+            **({"requires": dict(self.requires)} if self.requires else {}),
         }
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 _REGISTRY: dict[str, MetricSpec] = {}
