@@ -54,15 +54,15 @@ from mlserver.types import InferenceResponse
 class OnnxModel(MLModel):
     async def load(self) -> bool:
         self.session = ort.InferenceSession(self.settings.parameters.uri)
-        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
         return True
 
     async def predict(self, payload):
         feeds = {i.name: NumpyCodec.decode_input(i) for i in payload.inputs}
-        outs = self.session.run(self.outputs, feeds)
+        outs = self.session.run(self.output_names, feeds)
         return InferenceResponse(
             model_name=self.name,
-            outputs=[NumpyCodec.encode_output(n, o) for n, o in zip(self.outputs, outs)],
+            outputs=[NumpyCodec.encode_output(n, o) for n, o in zip(self.output_names, outs)],
         )
 """
 
@@ -117,7 +117,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) 
         if proc.poll() is not None:
             raise RuntimeError(f"server at {url} exited with {proc.returncode}")
         with contextlib.suppress(Exception):
-            if client.is_server_ready():
+            if client.is_server_ready(client_timeout=2.0):
                 return
         time.sleep(0.2)
     raise TimeoutError(f"server at {url} not ready in {timeout:.0f} s")
@@ -171,8 +171,10 @@ def mlserver(repo: Path, work: Path, port: int) -> contextlib.AbstractContextMan
     settings = {"name": "giou", "implementation": "runtime.OnnxModel",
                 "parameters": {"uri": str(repo / "giou" / "1" / "model.onnx")}}  # fmt: skip
     (model / "model-settings.json").write_text(json.dumps(settings))
+    # parallel_workers 0: inference in the server process. MLServer 1.7's worker pool does not
+    # start beside the uvloop its own requirements install today (no current event loop).
     server = {"grpc_port": port, "http_port": free_port(), "metrics_port": free_port(),
-              "grpc_max_message_length": 1 << 28}  # fmt: skip
+              "grpc_max_message_length": 1 << 28, "parallel_workers": 0}  # fmt: skip
     (work / "settings.json").write_text(json.dumps(server))
     env = {**os.environ, "PYTHONPATH": str(work)}
     return process([str(exe), "start", str(work)], f"127.0.0.1:{port}", env)
@@ -206,12 +208,12 @@ def load(url: str, model: str, arrays: dict[str, np.ndarray], callers: int, seco
             url, channel_args=[("grpc.max_send_message_length", 1 << 28)]
         )
         inputs = make_inputs()
-        client.infer(model, inputs)  # warm the connection
+        client.infer(model, inputs, client_timeout=60.0)  # warm the connection
         start_gate.wait()
         while time.perf_counter() < stop_at[0]:
             t0 = time.perf_counter()
             try:
-                client.infer(model, inputs)
+                client.infer(model, inputs, client_timeout=60.0)
             except Exception as exc:  # counted, not hidden
                 errors.append(str(exc)[:200])
                 continue

@@ -77,16 +77,34 @@ def _dims(tensor: TensorSpec) -> list[int]:
     return [d if isinstance(d, int) else -1 for d in tensor.canonical_shape]
 
 
-def config_pbtxt(name: str, spec: MetricSpec) -> str:
-    """Triton ``ModelConfig`` in text format; batch axes are explicit (max_batch_size 0)."""
+def onnx_dims(path: Path) -> dict[str, list[int]]:
+    """Each ONNX graph input's and output's dims, -1 where the axis is dynamic."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {
+        v.name: [
+            d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim
+        ]
+        for v in [*graph.input, *graph.output]
+    }
+
+
+def config_pbtxt(
+    name: str, spec: MetricSpec, dims: Mapping[str, Sequence[int]] | None = None
+) -> str:
+    """Triton ``ModelConfig`` in text format; batch axes are explicit (max_batch_size 0).
+
+    ``dims`` (from the ONNX graph, when there is one) wins over the spec's symbolic shapes:
+    a parameter can fix an axis the spec leaves symbolic (``mean_iou``'s classes).
+    """
 
     def block(kind: str, tensors: Sequence[TensorSpec]) -> str:
         items = []
         for t in tensors:
-            dims = ", ".join(str(d) for d in _dims(t))
+            shape = dims[t.name] if dims and t.name in dims else _dims(t)
+            dims_text = ", ".join(str(d) for d in shape)
             items.append(
                 f'  {{\n    name: "{t.name}"\n    data_type: {TRITON_DTYPES[t.dtype]}\n'
-                f"    dims: [ {dims} ]\n  }}"
+                f"    dims: [ {dims_text} ]\n  }}"
             )
         return f"{kind} [\n" + ",\n".join(items) + "\n]\n"
 
@@ -186,7 +204,9 @@ def export_metric(
         temps[f].replace(target)  # atomic: a reader never sees a half-written artifact
         files[target.name] = {"sha256": sha256_file(target), "bytes": target.stat().st_size}
 
-    (model_dir / CONFIG).write_text(config_pbtxt(name, spec))
+    onnx_path = version_dir / fmt.FORMATS["onnx"]
+    graph_dims = onnx_dims(onnx_path) if onnx_path.name in files else None
+    (model_dir / CONFIG).write_text(config_pbtxt(name, spec, graph_dims))
     doc = {
         "name": name,
         "metric": spec.name,
