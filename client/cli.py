@@ -118,15 +118,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # -- serve --------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    import logging
-
     from ..server.app import ServerConfig, main, parse_models
+    from ..server.logs import configure_logging
 
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level, args.log_format)
+
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
     config = ServerConfig(
         repository=Path(args.repository) if args.repository else default_repository(),
         host=args.host,
@@ -142,6 +141,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         align=args.align,
         workers=args.workers,
         grace_s=args.grace_s,
+        tls_cert=path(args.tls_cert),
+        tls_key=path(args.tls_key),
+        tls_client_ca=path(args.tls_client_ca),
+        auth_tokens_file=path(args.auth_tokens_file),
+        health_port=args.health_port,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     return main(config, progress=not args.no_progress)
 
@@ -218,12 +224,13 @@ def score_remote(
     reduction: str,
     runtime: str,
     timeout: float | None,
+    security: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     import numpy as np
 
     from .client import Client, CvscoreError
 
-    with Client(address.split(","), timeout=timeout) as client:
+    with Client(address.split(","), timeout=timeout, **(security or {})) as client:
         try:
             result = client.score(metric, inputs, reduction=reduction, runtime=runtime)
         except CvscoreError as exc:
@@ -239,11 +246,53 @@ def score_remote(
     }
 
 
+def client_security(args: argparse.Namespace) -> dict[str, Any]:
+    """Client options from --tls-ca/--tls-cert/--tls-key, --token-file ($CVSCORE_TOKEN)
+    and --request-id."""
+    token = os.environ.get("CVSCORE_TOKEN") or None
+    if args.token_file:
+        try:
+            lines = Path(args.token_file).read_text().split()
+        except OSError as exc:
+            raise CliError(f"Cannot read --token-file {args.token_file}: {exc.strerror}") from None
+        if not lines:
+            raise CliError(f"--token-file {args.token_file} is empty")
+        token = lines[0]
+    return {
+        "tls": args.tls,
+        "tls_ca": args.tls_ca,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "token": token,
+        "request_id": args.request_id,
+    }
+
+
+def add_client_security(p: argparse.ArgumentParser) -> None:
+    """The TLS, token and request-id flags of commands that talk to a server."""
+    p.add_argument("--tls", action="store_true", help="TLS, verified against the system CAs")
+    p.add_argument("--tls-ca", metavar="PEM", help="TLS, verified against this CA")
+    p.add_argument("--tls-cert", metavar="PEM", help="client certificate (mutual TLS)")
+    p.add_argument("--tls-key", metavar="PEM", help="client key (mutual TLS)")
+    p.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="bearer token (first word of the file; default: $CVSCORE_TOKEN)",
+    )
+    p.add_argument("--request-id", help="sent as x-request-id; the server logs it")
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     inputs = read_inputs(args.input)
     if args.server:
         out = score_remote(
-            args.server, args.metric, inputs, args.reduction, args.runtime, args.timeout
+            args.server,
+            args.metric,
+            inputs,
+            args.reduction,
+            args.runtime,
+            args.timeout,
+            client_security(args),
         )
     else:
         repo = Path(args.repository) if args.repository else default_repository()
@@ -322,6 +371,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-batching", action="store_true", help="max batch 1, no delay")
     p.add_argument("--no-progress", action="store_true", help="no export progress bar")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--log-format", default="text", choices=("text", "json"), help="json: one object a line"
+    )
+    g = p.add_argument_group("security")
+    g.add_argument("--tls-cert", metavar="PEM", help="serve over TLS with this certificate")
+    g.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    g.add_argument(
+        "--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA"
+    )
+    g.add_argument(
+        "--auth-tokens-file",
+        metavar="PATH",
+        help="require `authorization: Bearer TOKEN`, one token per line (health stays open)",
+    )
+    g.add_argument(
+        "--health-port",
+        type=int,
+        help="also serve the health service alone, in plaintext, here (kubelet gRPC probes)",
+    )
+    g = p.add_argument_group("observability")
+    g.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics here (0: free)")
+    g.add_argument("--metrics-host", default="", help="default: --host")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("score", help="score .npy inputs, through a server or in-process")
@@ -335,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds (with --server)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_client_security(p)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("demo", help="serve the zoo and score a sample through two clients")

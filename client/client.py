@@ -19,11 +19,12 @@ the call's deadline (``timeout``). Every failure the server reports raises
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import json
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -129,6 +130,10 @@ class EvaluateResult:
     scores: np.ndarray | None  # every per-sample score, when asked for
     outputs: dict[str, np.ndarray] | None
     timing: Timing
+    # Dataset metrics: the figures, and the aggregator state they come from (mergeable with
+    # other streams' states, see cvscore.client.sharding.merge_results).
+    figures: dict[str, float] = field(default_factory=dict)
+    aggregator_state: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,8 @@ def _evaluate_result(response: pb.EvaluateResponse) -> EvaluateResult:
         scores=next(iter(outputs.values())) if outputs else None,
         outputs=outputs,
         timing=_timing(response.timing),
+        figures=dict(response.figures),
+        aggregator_state=response.aggregator_state,
     )
 
 
@@ -304,8 +311,92 @@ def _progress(batches: Any, progress: bool, metric: str) -> Any:
     return tqdm(batches, total=total, desc=f"evaluate {metric}", unit="batch", disable=not progress)
 
 
+# -- call metadata (token, request id) -------------------------------------------------------
+MetadataFn = Callable[[], list[tuple[str, str]]]
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _SyncMetadata(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds the client's metadata to every call of a blocking channel."""
+
+    def __init__(self, extra: MetadataFn) -> None:
+        self._extra = extra
+
+    def _details(self, d: Any) -> _CallDetails:
+        metadata = [*(d.metadata or ()), *self._extra()]
+        return _CallDetails(
+            d.method,
+            d.timeout,
+            metadata or None,
+            d.credentials,
+            getattr(d, "wait_for_ready", None),
+            getattr(d, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+
+def _aio_details(details: Any, extra: MetadataFn) -> Any:
+    added = extra()
+    if not added:
+        return details
+    metadata = grpc.aio.Metadata(*(details.metadata or ()), *added)
+    return details._replace(metadata=metadata)
+
+
+class _AsyncUnaryMetadata(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, extra: MetadataFn) -> None:
+        self._extra = extra
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(_aio_details(details, self._extra), request)
+
+
+class _AsyncStreamMetadata(grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, extra: MetadataFn) -> None:
+        self._extra = extra
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(_aio_details(details, self._extra), requests)
+
+
 # -- the clients --------------------------------------------------------------------------
 class _Base:
+    """Options shared by both clients.
+
+    Security: ``tls_ca`` (PEM; or ``tls=True`` for the system roots) makes the channels TLS;
+    ``tls_cert`` + ``tls_key`` add a client certificate for mutual TLS. ``token`` is sent as
+    ``authorization: Bearer <token>`` on every call. ``request_id`` is sent as
+    ``x-request-id`` (the server logs it and echoes it in the trailing metadata); it can be
+    changed between calls (``client.request_id = ...``). A ``dns:///name:port`` address
+    balances calls round-robin over every address the name resolves to (a headless
+    Kubernetes service).
+    """
+
     def __init__(
         self,
         addresses: str | Sequence[str],
@@ -315,6 +406,12 @@ class _Base:
         backoff_s: float = 0.1,
         max_backoff_s: float = 2.0,
         max_message_mb: int = 256,
+        tls: bool = False,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        token: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         self.addresses = [addresses] if isinstance(addresses, str) else list(addresses)
         if not self.addresses:
@@ -327,8 +424,27 @@ class _Base:
         self._options = [
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
         ]
+        self._credentials: grpc.ChannelCredentials | None = None
+        if tls or tls_ca or tls_cert or tls_key:
+            from ..server.security import channel_credentials
+
+            self._credentials = channel_credentials(tls_ca, tls_cert, tls_key)
+        if token is not None and (not token or any(c.isspace() for c in token)):
+            raise ValueError("Expected `token` to be a non-empty string without whitespace")
+        self._token = token
+        self.request_id = request_id
         self._turn = itertools.count()
+
+    def _metadata(self) -> list[tuple[str, str]]:
+        """What every call carries: the bearer token and the request id, when set."""
+        extra = []
+        if self._token:
+            extra.append(("authorization", f"Bearer {self._token}"))
+        if self.request_id:
+            extra.append(("x-request-id", self.request_id))
+        return extra
 
     def _deadline(self, timeout: float | None) -> float | None:
         timeout = self.timeout if timeout is None else timeout
@@ -354,8 +470,15 @@ class Client(_Base):
 
     def __init__(self, addresses: str | Sequence[str], **options: Any) -> None:
         super().__init__(addresses, **options)
-        self._channels = [grpc.insecure_channel(a, options=self._options) for a in self.addresses]
+        self._channels = [self._channel(a) for a in self.addresses]
         self._stubs = [pb_grpc.ScoringStub(c) for c in self._channels]
+
+    def _channel(self, address: str) -> grpc.Channel:
+        if self._credentials is not None:
+            channel = grpc.secure_channel(address, self._credentials, options=self._options)
+        else:
+            channel = grpc.insecure_channel(address, options=self._options)
+        return grpc.intercept_channel(channel, _SyncMetadata(self._metadata))
 
     def close(self) -> None:
         for channel in self._channels:
@@ -420,11 +543,20 @@ class Client(_Base):
         return_scores: bool = False,
         progress: bool = True,
         timeout: float | None = None,
+        shard: bool = False,
     ) -> EvaluateResult:
         """Stream every batch to the server; get the statistics of the whole dataset.
 
         Retried on UNAVAILABLE only when ``batches`` can be iterated again (a Sequence).
+        With ``shard`` and several addresses, the batches are dealt round-robin to one
+        stream per server at once and the results merged (aggregator states included).
         """
+        if shard and len(self.addresses) > 1:
+            from .sharding import evaluate_sharded
+
+            return evaluate_sharded(
+                self, metric, batches, runtime, return_scores, progress, timeout
+            )
         options = pb.EvaluateRequest(
             metric=metric,
             runtime=_check_choice("runtime", runtime, RUNTIMES),
@@ -482,10 +614,16 @@ class AsyncClient(_Base):
 
     def __init__(self, addresses: str | Sequence[str], **options: Any) -> None:
         super().__init__(addresses, **options)
-        self._channels = [
-            grpc.aio.insecure_channel(a, options=self._options) for a in self.addresses
-        ]
+        self._channels = [self._channel(a) for a in self.addresses]
         self._stubs = [pb_grpc.ScoringStub(c) for c in self._channels]
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        interceptors = [_AsyncUnaryMetadata(self._metadata), _AsyncStreamMetadata(self._metadata)]
+        if self._credentials is not None:
+            return grpc.aio.secure_channel(
+                address, self._credentials, options=self._options, interceptors=interceptors
+            )
+        return grpc.aio.insecure_channel(address, options=self._options, interceptors=interceptors)
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels))

@@ -191,7 +191,7 @@ class CrossEntropy(nn.Module):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
-        weight = self.weight if self.has_weight else None
+        weight: Tensor | None = self.weight if self.has_weight else None  # type: ignore[assignment]
         return cross_entropy(preds, target, weight, self.ignore_index, self.label_smoothing)
 
 

@@ -26,12 +26,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ..exporters.repository import check_model_name
 from ..v1 import scoring_pb2, scoring_pb2_grpc
+from . import security
 from .core import CoreOptions, ScoringCore
 from .kserve import SERVICE as KSERVE_SERVICE
 from .kserve import KServeServicer, Messages, private_pool
 from .runtimes import RUNTIMES
 from .servicer import ScoringServicer
+from .telemetry import Telemetry, TelemetryInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,15 @@ class ServerConfig:
     align: int = 16
     workers: int = 2
     grace_s: float = 30.0
+    # security (see server/security.py)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # set: clients must present a certificate it signed
+    auth_tokens_file: Path | None = None
+    health_port: int | None = None  # a plaintext port serving only health (kubelet probes)
+    # observability (see server/telemetry.py)
+    metrics_port: int | None = None  # Prometheus /metrics; None: off, 0: a free port
+    metrics_host: str = ""  # default: `host`
 
     def runtimes(self) -> tuple[str, ...]:
         if self.runtime in ("", "auto"):
@@ -91,8 +103,16 @@ class ServerConfig:
             raise ValueError(
                 f"Expected `max_queue_delay_us` to be non-negative, got {self.max_queue_delay_us}"
             )
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"Expected `port` in [0, 65535], got {self.port}")
+        for name in ("port", "health_port", "metrics_port"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 65535:
+                raise ValueError(f"Expected `{name}` in [0, 65535], got {value}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("Expected both `tls_cert` and `tls_key`, or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("`tls_client_ca` (mutual TLS) needs `tls_cert` and `tls_key`")
+        for name in self.models:
+            check_model_name(name)
 
 
 # -- the repository -------------------------------------------------------------------------
@@ -142,12 +162,22 @@ class Server:
         self.config = config
         self.core = core
         limit = config.max_message_mb * 1024 * 1024
+        self.telemetry = Telemetry() if config.metrics_port is not None else None
+        self.metrics_port = 0
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            TelemetryInterceptor(self.telemetry, core)  # outermost: sees refusals too
+        ]
+        if config.auth_tokens_file is not None:
+            tokens = security.load_tokens(config.auth_tokens_file)
+            interceptors.append(security.TokenAuthInterceptor(tokens))
+            log.info("bearer-token authentication on (%d token(s)); health is open", len(tokens))
         self.grpc = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         self.health = health.aio.HealthServicer()
         pool = private_pool()
@@ -163,26 +193,46 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         self.services = (SCORING_SERVICE, KSERVE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(self.services, self.grpc, pool=pool)
-        wanted = format_address(config.host, config.port)
-        try:
-            self.port = self.grpc.add_insecure_port(wanted)
-        except RuntimeError:
-            self.port = 0
-        if self.port == 0:
-            raise OSError(f"cannot listen on {wanted}: address in use or not available")
+        credentials = None
+        if config.tls_cert is not None and config.tls_key is not None:
+            credentials = security.server_credentials(
+                config.tls_cert, config.tls_key, config.tls_client_ca
+            )
+        self.port = _bind(self.grpc, config.host, config.port, credentials)
         self.address = format_address(config.host, self.port)
+        self.tls = credentials is not None
+        # kubelet's gRPC probes speak neither TLS nor tokens: health alone, in plaintext
+        self.health_grpc: grpc.aio.Server | None = None
+        self.health_port = 0
+        if config.health_port is not None:
+            self.health_grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_grpc)
+            self.health_port = _bind(self.health_grpc, config.host, config.health_port, None)
 
     async def listen(self) -> None:
         """Start answering, NOT_SERVING until :meth:`load` is done."""
         for service in ("", *self.services[:2]):
             await self.health.set(service, NOT_SERVING)
         await self.grpc.start()
-        log.info("listening on %s; loading models from %s", self.address, self.core.repository)
+        if self.health_grpc is not None:
+            await self.health_grpc.start()
+        if self.telemetry is not None and self.config.metrics_port is not None:
+            host = self.config.metrics_host or self.config.host
+            self.metrics_port = self.telemetry.start_http(host, self.config.metrics_port)
+            log.info("metrics on http://%s/metrics", format_address(host, self.metrics_port))
+        log.info(
+            "listening on %s%s; loading models from %s",
+            self.address,
+            " (TLS)" if self.tls else "",
+            self.core.repository,
+        )
 
     async def load(self) -> None:
         """Load every (model, runtime) once, then report SERVING."""
         await asyncio.to_thread(self.core.load)
         await self.core.start()
+        if self.telemetry is not None:
+            self.telemetry.attach(self.core)
         for model in self.core.models.values():
             await self.health.set(model.name, SERVING if model.ready else NOT_SERVING)
         for service in ("", *self.services[:2]):
@@ -198,6 +248,26 @@ class Server:
         await self.core.drain()
         await stopping
         await self.core.close()
+        if self.health_grpc is not None:
+            await self.health_grpc.stop(0)
+        if self.telemetry is not None:
+            self.telemetry.stop_http()
+
+
+def _bind(
+    server: grpc.aio.Server, host: str, port: int, credentials: grpc.ServerCredentials | None
+) -> int:
+    wanted = format_address(host, port)
+    try:
+        if credentials is None:
+            bound = server.add_insecure_port(wanted)
+        else:
+            bound = server.add_secure_port(wanted, credentials)
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise OSError(f"cannot listen on {wanted}: address in use or not available")
+    return bound
 
 
 async def serve(
@@ -249,7 +319,8 @@ class BackgroundServer:
     """The same server on its own event loop in a daemon thread (tests, notebooks).
 
     ``with BackgroundServer(config) as server:`` blocks until every model is loaded;
-    ``server.address`` is where to connect, ``server.core`` the core, and
+    ``server.address`` is where to connect, ``server.core`` the core, ``server.server``
+    the :class:`Server` (``metrics_port``, ``health_port``), and
     :meth:`call` runs a function on the server's loop (to pause batchers, add hooks).
     """
 
@@ -257,6 +328,7 @@ class BackgroundServer:
         self.config = config
         self.core = core or ScoringCore(config.repository, config.core_options(), config.models)
         self.address = ""
+        self.server: Server | None = None  # once listening: ports (metrics, health), TLS
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -271,6 +343,7 @@ class BackgroundServer:
 
             def listening(server: Server) -> None:
                 self.address = server.address
+                self.server = server
                 self._listening.set()
 
             await serve(self.config, self._stop, lambda _: self._ready.set(), self.core, listening)

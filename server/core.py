@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..exporters.repository import list_models, read_manifest
+from ..exporters.repository import check_model_name, list_models, read_manifest
 from . import runtimes, stats
 from .batcher import Batcher, BatchInfo, Hook
 from .errors import (
@@ -86,6 +86,8 @@ class EvaluateResult:
     statistics: list[stats.Summary]
     scores: dict[str, np.ndarray] | None
     timing: Timing
+    aggregator_state: bytes = b""
+    figures: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -178,6 +180,7 @@ class ScoringCore:
                 on_model(model)
 
     def _load_model(self, name: str) -> Model:
+        check_model_name(name)  # never join a name that could leave the repository
         manifest = read_manifest(self.repository / name)
         if manifest is None:
             raise NotFoundError(f"Model `{name}` is not in the repository {self.repository}")
@@ -198,6 +201,10 @@ class ScoringCore:
                 )
                 if self.options.warmup and spec is not None and model.signature.spec is not None:
                     self._warm(model, spec, loaded)
+            except runtimes.ArtifactError as exc:  # tampered, truncated or missing
+                log.error("model %s: refusing the %s artifact: %s", name, kind, exc)
+                model.failures[kind] = str(exc)
+                continue
             except Exception as exc:
                 log.error("model %s: cannot load %s: %s", name, kind, exc)
                 model.failures[kind] = str(exc)
@@ -369,13 +376,34 @@ class ScoringCore:
         batcher = model.batchers[kind]
         output_names = [t.name for t in model.signature.outputs]
         folded: dict[str, stats.RunningStats] = {}  # made on the first batch
+        spec = model.signature.spec
+        graph_inputs = set(model.signature.input_names())
+        # A dataset metric folds every batch into its aggregator too; inputs the graph does
+        # not take are the aggregator's host-side inputs.
+        aggregator = (
+            spec.aggregator(**model.signature.params)
+            if spec is not None and spec.aggregator is not None
+            else None
+        )
+        folded_inputs: list[Mapping[str, np.ndarray]] = []
         scores: dict[str, list[np.ndarray]] = {k: [] for k in output_names}
         pending: list[asyncio.Task[tuple[dict[str, np.ndarray], BatchInfo]]] = []
-        totals = {"queue": 0.0, "compute": 0.0, "requests": 0, "rows": 0}
+        totals = {"queue": 0.0, "compute": 0.0, "requests": 0, "rows": 0, "folded": 0}
         count = 0
 
         def fold(outputs: dict[str, np.ndarray], info: BatchInfo) -> None:
-            for key, value in outputs.items():
+            if aggregator is not None:
+                index = totals["folded"]
+                try:
+                    aggregator.update(outputs, folded_inputs.pop(0))
+                except (KeyError, ValueError) as exc:
+                    raise InvalidInputError(
+                        f"Batch {index}: the `{name}` aggregator cannot fold it: {exc}"
+                    ) from None
+            totals["folded"] += 1
+            # A dataset metric's outputs are sufficient statistics (an IoU matrix, a
+            # confusion matrix): its aggregator, not per-sample statistics, summarises them.
+            for key, value in outputs.items() if aggregator is None else ():
                 acc = folded.get(key)
                 if acc is None:
                     acc = folded[key] = stats.RunningStats(key, tuple(value.shape[1:]))
@@ -392,10 +420,15 @@ class ScoringCore:
 
         try:
             async for arrays in batches:
+                if aggregator is not None:
+                    side = {k: v for k, v in arrays.items() if k not in graph_inputs}
+                    arrays = {k: v for k, v in arrays.items() if k in graph_inputs}
                 try:
                     prepared = await self._prepare(model, arrays)
                 except InvalidInputError as exc:
                     raise InvalidInputError(f"Batch {count}: {exc.message}") from None
+                if aggregator is not None:
+                    folded_inputs.append({**prepared.inputs, **side})
                 count += 1
                 pending.append(
                     asyncio.ensure_future(
@@ -420,6 +453,10 @@ class ScoringCore:
             joined = {
                 k: np.concatenate(v) if v else np.zeros((0,), dtypes[k]) for k, v in scores.items()
             }
+        state, figures = b"", {}
+        if aggregator is not None:
+            state = aggregator.to_bytes()
+            figures = await self._offload(len(state), aggregator.compute)
         return EvaluateResult(
             metric=name,
             runtime=kind,
@@ -427,6 +464,8 @@ class ScoringCore:
             batches=count,
             statistics=summaries,
             scores=joined,
+            aggregator_state=state,
+            figures={k: float(v) for k, v in figures.items()},
             timing=Timing(
                 totals["queue"],
                 totals["compute"],

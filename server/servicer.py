@@ -167,6 +167,8 @@ def evaluate_response(result: EvaluateResult) -> pb.EvaluateResponse:
         ],
         scores=[encode_tensor(k, v) for k, v in (result.scores or {}).items()],
         timing=timing_to_pb(result.timing),
+        aggregator_state=result.aggregator_state,
+        figures=result.figures,
     )
 
 

@@ -18,6 +18,7 @@ from cvscore.metrics import registry
 
 ONNX_TO_TRITON = {
     onnx.TensorProto.FLOAT: "TYPE_FP32",
+    onnx.TensorProto.DOUBLE: "TYPE_FP64",
     onnx.TensorProto.INT64: "TYPE_INT64",
     onnx.TensorProto.BOOL: "TYPE_BOOL",
 }
@@ -59,6 +60,26 @@ def test_layout_config_and_manifest(zoo_repo: Path, name: str) -> None:
     assert manifest["versions"]["opset"] >= 18
     for filename, entry in manifest["files"].items():
         assert sha256_file(model_dir / "1" / filename) == entry["sha256"]
+
+
+def test_triton_onnxruntime_backend_reads_the_layout(zoo_repo: Path) -> None:
+    """What Triton's ONNX Runtime backend needs (docs/triton.md): one folder per model named
+    like the config, the backend named, numeric version folders, and `model.onnx` (its
+    default file name) in each; the other files (manifest, model.pt, model.pt2) it ignores."""
+    config_type = _model_config().ModelConfig
+    for model_dir in sorted(p for p in zoo_repo.iterdir() if p.is_dir()):
+        config = text_format.Parse((model_dir / "config.pbtxt").read_text(), config_type())
+        assert config.name == model_dir.name
+        assert config.backend == "onnxruntime" and not config.platform
+        assert config.default_model_filename in ("", "model.onnx")
+        assert config.version_policy.latest.num_versions == 1
+        versions = [p.name for p in model_dir.iterdir() if p.is_dir()]
+        assert versions == ["1"] and (model_dir / "1" / "model.onnx").is_file()
+        kinds = [g.kind for g in config.instance_group]
+        assert kinds == [_model_config().ModelInstanceGroup.KIND_AUTO]
+        # explicit batch axis: Triton passes the client's shapes straight to the graph
+        assert config.max_batch_size == 0
+        assert any(t.dims[0] == -1 for t in config.input if len(t.dims))
 
 
 def test_reexport_is_skipped_until_something_changes(tmp_path: Path) -> None:

@@ -191,3 +191,17 @@ def assert_serving(stub: pb_grpc.ScoringStub) -> None:
     b = a + 1
     response = stub.Score(score_request("l1", {"preds": a, "target": b}), timeout=30)
     np.testing.assert_array_equal(decode(response.outputs[0]), np.ones(3, np.float32))
+
+
+# -- a two-model repository of its own, for the security and observability tests -------------
+TINY_MODELS = ("l1", "giou")
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """l1 and giou in ONNX and TorchScript, exported here (not copied from the whole zoo)."""
+    from cvscore.exporters import export_many
+
+    repo = tmp_path_factory.mktemp("tiny")
+    export_many(list(TINY_MODELS), repo, formats=("onnx", "torchscript"), progress=False)
+    return repo

@@ -1,0 +1,356 @@
+"""Prometheus metrics, request ids and the access log of the gRPC services.
+
+:class:`TelemetryInterceptor` wraps every call to ``cvscore.v1.Scoring`` and the KServe
+service (health and reflection pass through untouched): it takes the client's
+``x-request-id`` metadata (or makes one), keeps it in :data:`logs.request_id` while the call
+runs and echoes it in the trailing metadata, counts the call by method, metric, runtime and
+status code, observes its latency, tracks in-flight calls and writes one access-log line.
+
+:class:`Telemetry` owns the metrics (a private registry, so several servers can share a
+process) and the ``--metrics-port`` HTTP endpoint; :meth:`Telemetry.attach` hooks every
+batcher of a started core for queue time and batch size.
+
+Label values stay bounded: a metric name the server does not serve is counted as
+``unknown``, and runtimes are the server's own names.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from . import logs
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from .batcher import Batcher, Request
+    from .core import ScoringCore
+
+log = logging.getLogger("cvscore.access")
+
+REQUEST_ID = "x-request-id"
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
+UNTRACKED_SERVICES = frozenset(
+    {health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME}
+)
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+QUEUE_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+# the prometheus-adapter rule in deploy/k8s/ and the HPA use this histogram
+QUEUE_HISTOGRAM = "cvscore_queue_duration_seconds"
+
+
+class Telemetry:
+    """The server's Prometheus metrics and, once started, their HTTP endpoint."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "cvscore_requests",
+            "Completed gRPC calls by method, metric, runtime and status code.",
+            ["method", "metric", "runtime", "code"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "cvscore_request_duration_seconds",
+            "Time from a call's arrival to its answer, by method and metric.",
+            ["method", "metric"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "cvscore_inflight_requests",
+            "Calls being served now, by method.",
+            ["method"],
+            registry=r,
+        )
+        self.queue = Histogram(
+            QUEUE_HISTOGRAM,
+            "Time a request waited in its dynamic batcher's queue before its run started.",
+            ["metric", "runtime"],
+            buckets=QUEUE_BUCKETS,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "cvscore_batch_size",
+            "Rows computed per batcher run (alignment padding included).",
+            ["metric", "runtime"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "cvscore_batch_requests",
+            "Requests merged into one batcher run.",
+            ["metric", "runtime"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self._gpu_gauges()
+        self._http: WSGIServer | None = None
+
+    def _gpu_gauges(self) -> None:
+        import torch
+
+        if not torch.cuda.is_available():
+            return
+        gauge = Gauge(
+            "cvscore_gpu_memory_allocated_bytes",
+            "GPU memory held by torch tensors in this process (torch.cuda.memory_allocated).",
+            ["device"],
+            registry=self.registry,
+        )
+        for index in range(torch.cuda.device_count()):
+            gauge.labels(device=f"cuda:{index}").set_function(
+                functools.partial(torch.cuda.memory_allocated, index)
+            )
+
+    # -- the HTTP endpoint -------------------------------------------------------------
+    def start_http(self, host: str, port: int) -> int:
+        """Serve ``/metrics`` on ``host:port`` (0: a free port); return the port."""
+        self._http, _ = start_http_server(port, addr=host, registry=self.registry)
+        return int(self._http.server_port)
+
+    def stop_http(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+    # -- batchers ----------------------------------------------------------------------
+    def attach(self, core: ScoringCore) -> None:
+        """Observe queue time and batch size on every batcher of a started core."""
+        for model in core.models.values():
+            for kind, batcher in model.batchers.items():
+                batcher.hooks.append(self._batch_hook(model.name, kind, batcher))
+
+    def _batch_hook(self, metric: str, runtime: str, batcher: Batcher) -> Callable[..., None]:
+        queue = self.queue.labels(metric, runtime)
+        rows = self.batch_rows.labels(metric, runtime)
+        requests = self.batch_requests.labels(metric, runtime)
+        last_run = [batcher.runs]
+
+        def hook(event: str, request: Request) -> None:
+            future = request.future
+            if event != "ran" or not future.done() or future.cancelled() or future.exception():
+                return
+            info = future.result()[1]
+            queue.observe(info.queue_s)
+            if batcher.runs != last_run[0]:  # the first request of a run reports the run
+                last_run[0] = batcher.runs
+                rows.observe(info.rows)
+                requests.observe(info.requests)
+
+        return hook
+
+
+# -- the interceptor ---------------------------------------------------------------------
+def _request_id(metadata: Iterable[Any] | None) -> str:
+    for key, value in metadata or ():
+        if key.lower() == REQUEST_ID:
+            text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+            if _REQUEST_ID_RE.match(text):
+                return text
+            break
+    return uuid.uuid4().hex
+
+
+def _field(message: Any, *names: str) -> Any:
+    for name in names:
+        value = getattr(message, name, None)
+        if value:
+            return value
+    return None
+
+
+def _runtime_name(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    from .servicer import PB_TO_RUNTIME
+
+    return PB_TO_RUNTIME.get(int(value), "auto") if value is not None else "auto"
+
+
+class _Call:
+    """What the interceptor learns about one call while it runs."""
+
+    def __init__(self, method: str, request_id: str) -> None:
+        self.method = method
+        self.request_id = request_id
+        self.metric = ""
+        self.runtime: Any = None
+        self.start = time.perf_counter()
+
+    def saw_request(self, message: Any) -> None:
+        if not self.metric:
+            self.metric = str(_field(message, "metric", "model_name", "name") or "")
+            self.runtime = _field(message, "runtime")
+            params = getattr(message, "parameters", None)
+            if self.runtime is None and params is not None and "runtime" in params:
+                self.runtime = params["runtime"].string_param
+
+    def saw_response(self, message: Any) -> None:
+        runtime = _field(message, "runtime")
+        if runtime:
+            self.runtime = runtime
+
+
+class TelemetryInterceptor(grpc.aio.ServerInterceptor):
+    """Request ids, metrics and the access log; ``telemetry`` None: ids and log only."""
+
+    def __init__(self, telemetry: Telemetry | None, core: ScoringCore) -> None:
+        self.telemetry = telemetry
+        self.core = core
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        parts = method.split("/")
+        if handler is None or len(parts) < 3 or parts[1] in UNTRACKED_SERVICES:
+            return handler
+        call = functools.partial(
+            _Call, parts[2], _request_id(handler_call_details.invocation_metadata)
+        )
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=self._unary(handler.unary_unary, call))  # type: ignore[attr-defined]
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=self._stream(handler.stream_unary, call))  # type: ignore[attr-defined]
+        return handler  # no server-streaming methods are tracked
+
+    def _unary(self, behaviour: Callable[..., Any], make: Callable[[], _Call]) -> Any:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = make()
+            call.saw_request(request)
+            return await self._run(call, behaviour, request, context)
+
+        return wrapper
+
+    def _stream(self, behaviour: Callable[..., Any], make: Callable[[], _Call]) -> Any:
+        async def wrapper(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            call = make()
+
+            async def tap() -> AsyncIterator[Any]:
+                async for message in requests:
+                    call.saw_request(message)
+                    yield message
+
+            return await self._run(call, behaviour, tap(), context)
+
+        return wrapper
+
+    async def _run(
+        self,
+        call: _Call,
+        behaviour: Callable[..., Any],
+        request: Any,
+        context: grpc.aio.ServicerContext,
+    ) -> Any:
+        token = logs.request_id.set(call.request_id)
+        context.set_trailing_metadata(((REQUEST_ID, call.request_id),))
+        inflight = self.telemetry.inflight.labels(call.method) if self.telemetry else None
+        if inflight is not None:
+            inflight.inc()
+        done = False
+
+        def finish(code: grpc.StatusCode) -> None:
+            nonlocal done
+            if not done:  # once, and before the status leaves (abort sends it at once)
+                done = True
+                if inflight is not None:
+                    inflight.dec()
+                self._record(call, code)
+
+        try:
+            result = behaviour(request, _RecordingContext(context, finish))
+            response = await result if inspect.isawaitable(result) else result
+            call.saw_response(response)
+            finish(_code(context) or grpc.StatusCode.OK)
+            return response
+        except grpc.aio.AbortError:
+            finish(_code(context) or grpc.StatusCode.UNKNOWN)
+            raise
+        except BaseException as exc:
+            cancelled = type(exc).__name__ == "CancelledError"
+            finish(grpc.StatusCode.CANCELLED if cancelled else grpc.StatusCode.UNKNOWN)
+            raise
+        finally:
+            logs.request_id.reset(token)
+
+    def _record(self, call: _Call, code: grpc.StatusCode) -> None:
+        elapsed = time.perf_counter() - call.start
+        model = self.core.models.get(call.metric)
+        metric = call.metric if model is not None else ("unknown" if call.metric else "")
+        runtime = _runtime_name(call.runtime)
+        if runtime in ("", "auto") and model is not None and model.default_runtime:
+            runtime = model.default_runtime
+        if self.telemetry is not None:
+            self.telemetry.requests.labels(call.method, metric, runtime, code.name).inc()
+            self.telemetry.latency.labels(call.method, metric).observe(elapsed)
+        log.log(
+            logging.DEBUG if code == grpc.StatusCode.OK else logging.INFO,
+            "%s %s %s %.2f ms",
+            call.method,
+            call.metric or "-",
+            code.name,
+            elapsed * 1e3,
+            extra={
+                "request_id": call.request_id,
+                "method": call.method,
+                "metric": call.metric,
+                "runtime": runtime,
+                "code": code.name,
+                "duration_ms": round(elapsed * 1e3, 3),
+            },
+        )
+
+
+class _RecordingContext:
+    """The call's context, recording the status before ``abort`` sends it to the client."""
+
+    def __init__(
+        self, context: grpc.aio.ServicerContext, finish: Callable[[grpc.StatusCode], None]
+    ) -> None:
+        self._context = context
+        self._finish = finish
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()
+    ) -> Any:
+        self._finish(code)
+        return await self._context.abort(code, details, trailing_metadata)
+
+
+def _code(context: grpc.aio.ServicerContext) -> grpc.StatusCode | None:
+    try:
+        code = context.code()
+    except Exception:  # older grpcio: no code() on aio contexts
+        return None
+    if code is None or isinstance(code, grpc.StatusCode):
+        return code
+    for status in grpc.StatusCode:  # an int from the C core
+        if status.value[0] == code:
+            return status
+    return None
