@@ -436,4 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run the package's copy of this module, not `__main__`'s: other modules raise
+    # `cvscore.client.cli.CliError`, which a `__main__.CliError` handler would not catch.
+    from cvscore.client.cli import main as package_main
+
+    sys.exit(package_main())
