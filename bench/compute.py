@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import platform
 import statistics
 import tempfile
@@ -25,6 +26,7 @@ import torch
 
 from cvscore.exporters import export_many
 from cvscore.metrics import registry
+from cvscore.metrics._vgg import ENV_WEIGHTS, random_state_dict
 from cvscore.server import runtimes
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -37,6 +39,14 @@ FAMILY_SIZES: dict[str, tuple[dict[str, int], tuple[int, int]]] = {
     "images": ({"C": 3, "H": 256, "W": 256}, (1, 16)),
 }
 DEFAULT_SIZES: tuple[dict[str, int], tuple[int, int]] = ({}, (1, 64))
+# Per-metric sizes where the family's would not fit the machine (full VGG19 at 224 px).
+METRIC_SIZES: dict[str, tuple[dict[str, int], tuple[int, int]]] = {
+    "perceptual": ({"H": 224, "W": 224}, (1, 8)),
+    "style": ({"H": 64, "W": 64}, (1, 8)),
+    "texture": ({"H": 64, "W": 64}, (1, 8)),
+    "topology": ({"H": 64, "W": 64}, (1, 8)),
+    "ms_ssim": ({"C": 3, "H": 256, "W": 256}, (1, 8)),
+}
 
 
 def measure_bandwidth() -> float:
@@ -94,7 +104,7 @@ def peer(name: str, params: dict[str, object]) -> tuple[str, Callable[..., objec
 
 
 def bench_metric(spec, repo: Path, bandwidth: float) -> list[list[str]]:
-    extra, batches = FAMILY_SIZES.get(spec.family, DEFAULT_SIZES)
+    extra, batches = METRIC_SIZES.get(spec.name) or FAMILY_SIZES.get(spec.family, DEFAULT_SIZES)
     rows = []
     loaded = {kind: runtimes.load(repo, spec.name, kind) for kind in runtimes.RUNTIMES}
     module = spec.build()
@@ -147,6 +157,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
+        if not os.environ.get(ENV_WEIGHTS):
+            # Timing needs the real architecture, not trained values: a full-width random VGG19.
+            weights = Path(tmp) / "vgg19-random.pth"
+            torch.save(random_state_dict("vgg19", seed=0), weights)
+            os.environ[ENV_WEIGHTS] = str(weights)
         repo = Path(tmp) / "repo"
         t0 = time.perf_counter()
         export_many(args.metrics, repo, progress=False)
