@@ -43,6 +43,11 @@ def add_parser(sub: Any) -> None:
     q = kinds.add_parser("coco", help="COCO box mAP: the 12 COCOeval statistics")
     q.add_argument("--gt", required=True, help="COCO instances JSON (ground truth)")
     q.add_argument("--dt", required=True, help="COCO results JSON (list of detections)")
+    q.add_argument(
+        "--server",
+        help="ADDR[,ADDR...]: evaluate on these servers (batches dealt round-robin, states "
+        "merged) instead of in-process",
+    )
     common(q)
     q.set_defaults(func=cmd_coco)
 
@@ -135,8 +140,11 @@ def cmd_coco(args: argparse.Namespace) -> int:
     gt = _read_json(args.gt)
     dt = _read_json(args.dt)
     data = coco.parse_coco(gt, dt, args.gt, args.dt)
-    run = _runner(args, "coco_map", {}, "coco_map")
-    agg = coco.evaluate(data, run, progress=not args.no_progress)
+    if args.server:
+        agg = _coco_on_servers(args, data)
+    else:
+        run = _runner(args, "coco_map", {}, "coco_map")
+        agg = coco.evaluate(data, run, progress=not args.no_progress)
     stats = agg.compute()
     print("\n".join(format_coco_stats(stats)))
     return _finish(
@@ -149,6 +157,26 @@ def cmd_coco(args: argparse.Namespace) -> int:
             "detections": len(data.dt_score),
         },
     )
+
+
+def _coco_on_servers(args: argparse.Namespace, data: Any) -> Any:
+    """Stream whole-image batches to the server(s); rebuild the merged aggregator state."""
+    from ..metrics import coco
+    from .client import Client, CvscoreError
+
+    addresses = [a.strip() for a in args.server.split(",") if a.strip()]
+    try:
+        with Client(addresses) as client:
+            result = client.evaluate(
+                "coco_map",
+                coco.coco_batches(data),
+                runtime=args.runtime,
+                progress=not args.no_progress,
+                shard=len(addresses) > 1,
+            )
+    except CvscoreError as exc:
+        raise CliError(f"server {args.server}: {exc}") from None
+    return coco.CocoAggregator.from_bytes(result.aggregator_state)
 
 
 # -- segmentation -------------------------------------------------------------------------

@@ -124,3 +124,33 @@ def test_bad_aggregator_input_is_invalid_argument_and_server_keeps_serving(
         assert info.value.code.name == "INVALID_ARGUMENT"
         assert "pred_score" in info.value.message
         assert client.health() == "SERVING"
+
+
+def test_cli_evaluate_coco_through_two_servers(servers, tmp_path: Path, capsys) -> None:
+    import json
+
+    from cvscore.client.cli import main
+
+    gt, dt = synthetic_coco(seed=12, images=25)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "dt.json").write_text(json.dumps(dt))
+    out = tmp_path / "stats.json"
+    args = [
+        "evaluate",
+        "coco",
+        "--gt",
+        str(tmp_path / "gt.json"),
+        "--dt",
+        str(tmp_path / "dt.json"),
+    ]
+    code = main([*args, "--server", ",".join(servers), "--json", str(out), "--no-progress"])
+    assert code == 0
+    assert (
+        "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]"
+        in capsys.readouterr().out
+    )
+    stats = json.loads(out.read_text())["stats"]
+    np.testing.assert_allclose(list(stats.values()), pycocotools_stats(gt, dt), rtol=0, atol=1e-12)
+    # an unreachable server is a one-line error and exit 2, not a traceback
+    assert main([*args, "--server", "127.0.0.1:1", "--no-progress"]) == 2
+    assert "error: server 127.0.0.1:1" in capsys.readouterr().err
