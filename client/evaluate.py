@@ -195,6 +195,26 @@ def read_label_png(path: Path) -> np.ndarray:
         raise CliError(f"{path}: not a readable image ({exc})") from None
 
 
+def read_label_pair(
+    pred_path: Path, gt_path: Path, num_classes: int, ignore: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A predicted and a ground-truth label map, checked: same shape, labels in range."""
+    pred, target = read_label_png(pred_path), read_label_png(gt_path)
+    if pred.shape != target.shape:
+        raise CliError(
+            f"{pred_path}: shape {list(pred.shape)} differs from the ground truth's "
+            f"{list(target.shape)}"
+        )
+    k = num_classes
+    bad = pred[(pred < 0) | (pred >= k)]
+    if bad.size:
+        raise CliError(f"{pred_path}: label {int(bad[0])} outside [0, {k - 1}]")
+    bad = target[((target < 0) | (target >= k)) & (target != ignore)]
+    if bad.size:
+        raise CliError(f"{gt_path}: label {int(bad[0])} outside [0, {k - 1}] and not {ignore}")
+    return pred, target
+
+
 def cmd_segmentation(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -217,20 +237,7 @@ def cmd_segmentation(args: argparse.Namespace) -> int:
     run = _runner(args, "mean_iou", params, f"mean_iou-k{k}-i{ignore}".replace("-i-", "-im"))
     agg = SegmentationAggregator(**params)
     for name in tqdm(names, desc="segmentation", unit="img", disable=args.no_progress):
-        pred, target = read_label_png(pred_dir / name), read_label_png(gt_dir / name)
-        if pred.shape != target.shape:
-            raise CliError(
-                f"{pred_dir / name}: shape {list(pred.shape)} differs from the ground truth's "
-                f"{list(target.shape)}"
-            )
-        bad = pred[(pred < 0) | (pred >= k)]
-        if bad.size:
-            raise CliError(f"{pred_dir / name}: label {int(bad[0])} outside [0, {k - 1}]")
-        bad = target[((target < 0) | (target >= k)) & (target != ignore)]
-        if bad.size:
-            raise CliError(
-                f"{gt_dir / name}: label {int(bad[0])} outside [0, {k - 1}] and not {ignore}"
-            )
+        pred, target = read_label_pair(pred_dir / name, gt_dir / name, k, ignore)
         agg.update(run({"preds": pred.reshape(1, -1), "target": target.reshape(1, -1)}))
     figures = agg.compute()
     rows = [(f"class {c}", _fmt(figures[f"iou_{c}"])) for c in range(k)]

@@ -860,7 +860,7 @@ def _eval_segmentation(
     from tqdm import tqdm
 
     from ..metrics.segmentation import SegmentationAggregator, iou_from_confusion
-    from .evaluate import read_label_png
+    from .evaluate import read_label_pair
 
     gt_dir, pred_dir = ds.files["gt"], ds.files["pred"]
     names = sorted(p.name for p in gt_dir.glob("*.png"))
@@ -874,20 +874,7 @@ def _eval_segmentation(
     for name in tqdm(names, desc=f"{ds.name}", unit="img", disable=not backend.progress):
         if not (pred_dir / name).is_file():
             raise CliError(f"{pred_dir / name}: no prediction for {gt_dir / name}")
-        pred, target = read_label_png(pred_dir / name), read_label_png(gt_dir / name)
-        if pred.shape != target.shape:
-            raise CliError(
-                f"{pred_dir / name}: shape {list(pred.shape)} differs from the ground truth's "
-                f"{list(target.shape)}"
-            )
-        bad = pred[(pred < 0) | (pred >= k)]
-        if bad.size:
-            raise CliError(f"{pred_dir / name}: label {int(bad[0])} outside [0, {k - 1}]")
-        bad = target[((target < 0) | (target >= k)) & (target != ignore)]
-        if bad.size:
-            raise CliError(
-                f"{gt_dir / name}: label {int(bad[0])} outside [0, {k - 1}] and not {ignore}"
-            )
+        pred, target = read_label_pair(pred_dir / name, gt_dir / name, k, ignore)
         outputs = run({"preds": pred.reshape(1, -1), "target": target.reshape(1, -1)})
         agg.update(outputs)
         confusion = np.rint(next(iter(outputs.values()))[0]).astype(np.int64)

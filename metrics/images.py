@@ -331,6 +331,14 @@ def _validate_psnr(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> N
 
 
 # -- registry -----------------------------------------------------------------------------
+WINDOW_PARAMS = (
+    ParamSpec("kernel_size", 11, "side of the Gaussian window; odd"),
+    ParamSpec("sigma", 1.5, "standard deviation of the Gaussian window"),
+    ParamSpec("data_range", 1.0, "max - min of the value scale (255 for 8-bit)"),
+    ParamSpec("k1", 0.01, "C1 = (k1 * data_range)^2"),
+    ParamSpec("k2", 0.03, "C2 = (k2 * data_range)^2"),
+)
+
 register(
     MetricSpec(
         name="ssim",
@@ -340,11 +348,7 @@ register(
         inputs=PAIR,
         outputs=(TensorSpec("score", ("N",), "float32", "mean SSIM per image"),),
         params=(
-            ParamSpec("kernel_size", 11, "side of the Gaussian window; odd"),
-            ParamSpec("sigma", 1.5, "standard deviation of the Gaussian window"),
-            ParamSpec("data_range", 1.0, "max - min of the value scale (255 for 8-bit)"),
-            ParamSpec("k1", 0.01, "C1 = (k1 * data_range)^2"),
-            ParamSpec("k2", 0.03, "C2 = (k2 * data_range)^2"),
+            *WINDOW_PARAMS,
             ParamSpec("padding", "valid", "'valid': window fully inside; 'same': zero padding"),
         ),
         higher_is_better=True,
@@ -367,13 +371,7 @@ register(
         functional=ms_ssim,
         inputs=PAIR,
         outputs=(TensorSpec("score", ("N",), "float32", "MS-SSIM per image"),),
-        params=(
-            ParamSpec("kernel_size", 11, "side of the Gaussian window; odd"),
-            ParamSpec("sigma", 1.5, "standard deviation of the Gaussian window"),
-            ParamSpec("data_range", 1.0, "max - min of the value scale (255 for 8-bit)"),
-            ParamSpec("k1", 0.01, "C1 = (k1 * data_range)^2"),
-            ParamSpec("k2", 0.03, "C2 = (k2 * data_range)^2"),
-        ),
+        params=WINDOW_PARAMS,
         higher_is_better=True,
         paper="Wang, Simoncelli & Bovik 2003, Multiscale structural similarity for image "
         "quality assessment, doi:10.1109/ACSSC.2003.1292216",
