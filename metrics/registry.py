@@ -20,7 +20,7 @@ import hashlib
 import inspect
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,23 @@ class ParamSpec:
             return [float(v) for v in text.split(",")]
         except ValueError:
             raise ValueError(f"Expected `{self.name}` to be {kind}, got {text!r}") from None
+
+
+def input_name_mismatch(metric: str, expected: Sequence[str], got: Iterable[str]) -> str | None:
+    """The message for missing or unexpected input names, or None when they match."""
+    names = list(got)
+    missing = [n for n in expected if n not in names]
+    extra = sorted(n for n in names if n not in expected)
+    if not missing and not extra:
+        return None
+    parts = []
+    if missing:
+        parts.append(f"missing {missing}")
+    if extra:
+        parts.append(f"unexpected {extra}")
+    return f"Metric `{metric}` expects inputs {list(expected)}, got {sorted(names)}: " + "; ".join(
+        parts
+    )
 
 
 Sampler = Callable[[torch.Generator, Mapping[str, int], torch.dtype], dict[str, Tensor]]
@@ -205,19 +222,9 @@ class MetricSpec:
 
         Raises ``ValueError`` naming the input and showing expected vs received.
         """
-        expected = self.input_names()
-        missing = [n for n in expected if n not in inputs]
-        extra = [n for n in inputs if n not in expected]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"missing {missing}")
-            if extra:
-                parts.append(f"unexpected {extra}")
-            raise ValueError(
-                f"Metric `{self.name}` expects inputs {expected}, got {sorted(inputs)}: "
-                + "; ".join(parts)
-            )
+        mismatch = input_name_mismatch(self.name, self.input_names(), inputs)
+        if mismatch:
+            raise ValueError(mismatch)
         sizes: dict[str, tuple[int, str]] = {}
         trailing_ref: tuple[list[int], str] | None = None
         for spec in self.inputs:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..metrics.registry import input_name_mismatch
 from .errors import InvalidInputError
 from .tensors import DTYPES, dtype_name
 
@@ -177,19 +178,9 @@ class Signature:
         Accepts original shapes (trailing ``"*"`` axes as they are) or canonical ones.
         Raises :class:`InvalidInputError` naming the input, expected vs received.
         """
-        expected = self.input_names()
-        missing = [n for n in expected if n not in arrays]
-        extra = sorted(n for n in arrays if n not in expected)
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"missing {missing}")
-            if extra:
-                parts.append(f"unexpected {extra}")
-            raise InvalidInputError(
-                f"Metric `{self.name}` expects inputs {expected}, got {sorted(arrays)}: "
-                + "; ".join(parts)
-            )
+        mismatch = input_name_mismatch(self.name, self.input_names(), arrays)
+        if mismatch:
+            raise InvalidInputError(mismatch)
         if self.spec is not None:
             arrays = self._check_with_spec(self.spec, arrays)
         inputs: dict[str, np.ndarray] = {}
