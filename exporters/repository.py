@@ -73,6 +73,41 @@ def tool_versions() -> dict[str, Any]:
     }
 
 
+def artifact_identity(spec: MetricSpec, params: Mapping[str, Any]) -> str:
+    """The one identity of an artifact: definitions, parameters and tool versions.
+
+    ``spec.identity`` covers every source of the metrics package, the parameters and any
+    weights file; this adds the cvscore, torch, onnx and opset versions. Export, evaluate,
+    gate and server all compare manifests with this function.
+    """
+    blob = repr((spec.identity(params), sorted(tool_versions().items()))).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def staleness(model_dir: Path, manifest: Mapping[str, Any] | None = None) -> str | None:
+    """Why the artifacts in ``model_dir`` no longer match the installed definitions, or None.
+
+    A model whose manifest names an unregistered metric or unknown parameters is stale too:
+    nothing installed can rebuild it.
+    """
+    manifest = manifest if manifest is not None else read_manifest(model_dir)
+    if manifest is None:
+        return f"{model_dir / MANIFEST} is missing or unreadable"
+    metric = manifest.get("metric", "")
+    try:
+        spec = registry.get(str(metric))
+        resolved = spec.resolve_params(manifest.get("params") or {})
+    except (KeyError, ValueError) as exc:
+        return str(exc.args[0] if exc.args else exc)
+    expected = artifact_identity(spec, resolved)
+    if manifest.get("identity") != expected:
+        return (
+            f"built from other definitions or tool versions (identity "
+            f"{str(manifest.get('identity', ''))[:12]}..., installed {expected[:12]}...)"
+        )
+    return None
+
+
 def _dims(tensor: TensorSpec) -> list[int]:
     return [d if isinstance(d, int) else -1 for d in tensor.canonical_shape]
 
@@ -88,19 +123,39 @@ def onnx_dims(path: Path) -> dict[str, list[int]]:
     }
 
 
+# Triton's dynamic batcher concatenates requests on the first axis, up to this many rows; a
+# request larger than max_batch_size is refused by Triton, so it is generous.
+TRITON_MAX_BATCH = 1 << 16
+
+
+def triton_batchable(spec: MetricSpec) -> bool:
+    """Whether Triton may batch the model: every input and output carries the batch axis.
+
+    An input without it (a shared centre matrix, COCO's ground truths) would be
+    concatenated too, which changes its meaning, so such models keep ``max_batch_size: 0``.
+    """
+    return all(t.batched for t in (*spec.inputs, *spec.outputs))
+
+
 def config_pbtxt(
     name: str, spec: MetricSpec, dims: Mapping[str, Sequence[int]] | None = None
 ) -> str:
-    """Triton ``ModelConfig`` in text format; batch axes are explicit (max_batch_size 0).
+    """Triton ``ModelConfig`` in text format.
 
+    A model whose inputs and outputs all carry the batch axis gets ``max_batch_size:
+    TRITON_MAX_BATCH``, dims without that axis and ``dynamic_batching { }``: per-sample
+    scores make batching exact. Others keep ``max_batch_size: 0`` and explicit batch axes.
     ``dims`` (from the ONNX graph, when there is one) wins over the spec's symbolic shapes:
     a parameter can fix an axis the spec leaves symbolic (``mean_iou``'s classes).
     """
+    batched = triton_batchable(spec)
 
     def block(kind: str, tensors: Sequence[TensorSpec]) -> str:
         items = []
         for t in tensors:
-            shape = dims[t.name] if dims and t.name in dims else _dims(t)
+            shape = list(dims[t.name] if dims and t.name in dims else _dims(t))
+            if batched:
+                shape = shape[1:]
             dims_text = ", ".join(str(d) for d in shape)
             items.append(
                 f'  {{\n    name: "{t.name}"\n    data_type: {TRITON_DTYPES[t.dtype]}\n'
@@ -111,9 +166,10 @@ def config_pbtxt(
     return (
         f'name: "{name}"\n'
         'backend: "onnxruntime"\n'
-        "max_batch_size: 0\n"
+        f"max_batch_size: {TRITON_MAX_BATCH if batched else 0}\n"
         + block("input", spec.inputs)
         + block("output", spec.outputs)
+        + ("dynamic_batching { }\n" if batched else "")
         + "version_policy: { latest: { num_versions: 1 } }\n"
         + "instance_group [ { kind: KIND_AUTO } ]\n"
     )
@@ -143,8 +199,6 @@ def _up_to_date(
 ) -> bool:
     if manifest is None or manifest.get("identity") != identity:
         return False
-    if manifest.get("versions") != tool_versions():
-        return False
     files = manifest.get("files", {})
     for f in wanted:
         entry = files.get(fmt.FORMATS[f])
@@ -169,7 +223,7 @@ def export_metric(
     if unknown:
         raise ValueError(f"Expected formats from {sorted(fmt.FORMATS)}, got {unknown}")
     resolved = spec.resolve_params(params)
-    identity = spec.identity(resolved)
+    identity = artifact_identity(spec, resolved)
     model_dir = repo / name
     manifest = read_manifest(model_dir)
     if not force and _up_to_date(manifest, identity, formats, model_dir):

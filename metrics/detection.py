@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._utils import check_binary, check_finite, check_positive, check_range
+from ._utils import check_binary, check_finite, check_positive, check_range, log_sigmoid
 from .boxes import EPS, ciou
 from .registry import MetricSpec, ParamSpec, TensorSpec, register
 
@@ -26,7 +26,8 @@ def _bce_logits(logits: Tensor, target: Tensor, gamma: float, alpha: float) -> T
     ``BCE = -(t log σ(x) + (1 - t) log σ(-x))``; focal: ``BCE · α_t (1 - p_t)^γ`` with
     ``p_t = t p + (1 - t)(1 - p)`` and ``α_t = t α + (1 - t)(1 - α)``.
     """
-    loss = -(target * F.logsigmoid(logits) + (1.0 - target) * F.logsigmoid(-logits))
+    # log_sigmoid, not F.logsigmoid: ONNX has no LogSigmoid and Log(Sigmoid(x)) overflows
+    loss = -(target * log_sigmoid(logits) + (1.0 - target) * log_sigmoid(-logits))
     if gamma > 0:
         prob = torch.sigmoid(logits)
         p_t = target * prob + (1.0 - target) * (1.0 - prob)

@@ -20,6 +20,8 @@ from ._utils import (
     check_positive,
     check_range,
     check_unit_interval,
+    log1p_exp_neg_abs,
+    log_sigmoid,
     per_sample_mean,
     per_sample_sum,
 )
@@ -102,7 +104,7 @@ def binary_cross_entropy(preds: Tensor, target: Tensor) -> Tensor:
 def _bce_logits_elementwise(preds: Tensor, target: Tensor, pos_weight: float = 1.0) -> Tensor:
     # Stable form: (1 - t) x + (1 + (pw - 1) t) (log(1 + e^-|x|) + max(-x, 0)).
     log_weight = 1.0 + (pos_weight - 1.0) * target
-    softplus_neg = torch.log1p(torch.exp(-preds.abs())) + torch.clamp(-preds, min=0.0)
+    softplus_neg = log1p_exp_neg_abs(preds) + torch.clamp(-preds, min=0.0)
     return (1.0 - target) * preds + log_weight * softplus_neg
 
 
@@ -121,8 +123,8 @@ def balanced_bce(preds: Tensor, target: Tensor, alpha: float = 0.5) -> Tensor:
     https://arxiv.org/abs/1708.02002; the class-balanced BCE of HED, Xie & Tu 2015, sets α
     to the share of negatives). α = 0.5 is half of plain BCE.
     """
-    log_sig = F.logsigmoid(preds)
-    log_1msig = F.logsigmoid(-preds)
+    log_sig = log_sigmoid(preds)  # export-safe: F.logsigmoid becomes Log(Sigmoid(x)) in ONNX
+    log_1msig = log_sigmoid(-preds)
     return per_sample_mean(-(alpha * target * log_sig + (1.0 - alpha) * (1.0 - target) * log_1msig))
 
 
@@ -249,6 +251,67 @@ def _pair_sampler(kind: str):
     return sample
 
 
+def _choice(gen: torch.Generator, values: list[float], shape: list[int], dtype: torch.dtype):
+    table = torch.tensor(values, dtype=dtype)
+    return table[torch.randint(0, len(values), shape, generator=gen)]
+
+
+# Confident logits: each element is ±15, ±40 or ±80 (|logsigmoid| overflows float32's
+# Log(Sigmoid(x)) from |x| ~ 17), so with random 0/1 targets half are confidently right and
+# half confidently wrong; a few moderate ones keep the mean from being a single term.
+_CONFIDENT = [-80.0, -40.0, -20.0, -15.0, -2.0, 0.5, 15.0, 17.0, 20.0, 40.0, 80.0]
+
+
+def _pair_extreme(kind: str):
+    def sample(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+        shape = [sizes["N"], sizes["H"], sizes["W"]]
+        if kind == "regression":
+            # errors from 1e-6 to 1e4 side by side, on large offsets
+            scale = _choice(gen, [1e-6, 1e-3, 1.0, 1e2, 1e4], shape, dtype)
+            offset = _choice(gen, [0.0, 1e3, -1e4], shape, dtype)
+            target = offset + torch.randn(shape, generator=gen, dtype=dtype)
+            preds = target + scale * torch.randn(shape, generator=gen, dtype=dtype)
+            return {"preds": preds, "target": target}
+        target = (torch.rand(shape, generator=gen, dtype=dtype) > 0.5).to(dtype)
+        if kind == "probability":
+            # probabilities at and next to 0 and 1: confident right and confident wrong
+            preds = _choice(
+                gen, [0.0, 1e-12, 1e-7, 1e-3, 0.5, 1 - 1e-3, 1 - 1e-7, 1.0], shape, dtype
+            )
+            return {"preds": preds, "target": target}
+        return {"preds": _choice(gen, _CONFIDENT, shape, dtype), "target": target}
+
+    return sample
+
+
+def _pair_degenerate(kind: str):
+    def sample(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+        shape = [sizes["N"], sizes["H"], sizes["W"]]
+        if kind == "regression":
+            # identical pairs (loss 0) and constant ones
+            target = torch.randn(shape, generator=gen, dtype=dtype)
+            same = torch.rand(sizes["N"], 1, 1, generator=gen) < 0.5
+            preds = torch.where(same, target, torch.full_like(target, 3.0))
+            return {"preds": preds, "target": target}
+        if kind == "probability":
+            # predictions equal to hard targets (0 and 1 exactly), and a flat 0.5
+            target = (torch.rand(shape, generator=gen, dtype=dtype) > 0.5).to(dtype)
+            same = torch.rand(sizes["N"], 1, 1, generator=gen) < 0.5
+            return {
+                "preds": torch.where(same, target, torch.full_like(target, 0.5)),
+                "target": target,
+            }
+        # zero logits against soft and all-equal targets
+        target = _choice(gen, [0.0, 0.5, 1.0], [sizes["N"], 1, 1], dtype).expand(shape).clone()
+        return {"preds": torch.zeros(shape, dtype=dtype), "target": target}
+
+    return sample
+
+
+def _pair_regimes(kind: str):
+    return {"extreme": _pair_extreme(kind), "degenerate": _pair_degenerate(kind)}
+
+
 def _sample_ce(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
     n, c, h, w = sizes["N"], sizes["C"], sizes["H"], sizes["W"]
     preds = torch.randn(n, c, h, w, generator=gen, dtype=dtype) * 2
@@ -256,10 +319,48 @@ def _sample_ce(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtyp
     return {"preds": preds, "target": target}
 
 
+def _sample_ce_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    # one class far ahead (by 15 to 80) of the rest; the target is it or another class
+    n, c, h, w = sizes["N"], sizes["C"], sizes["H"], sizes["W"]
+    lead = torch.randint(0, c, (n, h, w), generator=gen)
+    margin = _choice(gen, [15.0, 40.0, 80.0], [n, 1, h, w], dtype)
+    onehot = F.one_hot(lead, c).permute(0, 3, 1, 2).to(dtype)
+    preds = torch.randn(n, c, h, w, generator=gen, dtype=dtype) + margin * onehot
+    preds = preds + _choice(gen, [0.0, 1e3, -1e3], [n, 1, 1, 1], dtype)  # shift: no effect
+    target = torch.where(torch.rand(n, h, w, generator=gen) < 0.5, lead, (lead + 1) % c)
+    return {"preds": preds, "target": target}
+
+
+def _sample_ce_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    # every logit equal: the loss is log C wherever the target is
+    n, c, h, w = sizes["N"], sizes["C"], sizes["H"], sizes["W"]
+    preds = torch.full((n, c, h, w), 2.5, dtype=dtype)
+    return {"preds": preds, "target": torch.randint(0, c, (n, h, w), generator=gen)}
+
+
 def _sample_kl(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
     n, c, h = sizes["N"], sizes["C"], sizes["H"]
     preds = F.log_softmax(torch.randn(n, c, h, generator=gen, dtype=dtype), dim=1)
     target = F.softmax(torch.randn(n, c, h, generator=gen, dtype=dtype) * 2, dim=1)
+    return {"preds": preds, "target": target}
+
+
+def _sample_kl_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    # near one-hot distributions: log-probabilities down to ~-80, targets with exact zeros
+    n, c, h = sizes["N"], sizes["C"], sizes["H"]
+    preds = F.log_softmax(torch.randn(n, c, h, generator=gen, dtype=dtype) * 30, dim=1)
+    target = F.softmax(torch.randn(n, c, h, generator=gen, dtype=dtype) * 30, dim=1)
+    target = torch.where(target < 1e-20, torch.zeros_like(target), target)
+    return {"preds": preds, "target": target}
+
+
+def _sample_kl_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    # preds equal to log(target): KL 0, one-hot targets included
+    n, c, h = sizes["N"], sizes["C"], sizes["H"]
+    target = F.softmax(torch.randn(n, c, h, generator=gen, dtype=dtype), dim=1)
+    onehot = F.one_hot(torch.randint(0, c, (n, h), generator=gen), c).permute(0, 2, 1).to(dtype)
+    target = torch.where(torch.rand(n, 1, 1, generator=gen) < 0.5, target, onehot)
+    preds = torch.log(target.clamp(min=1e-30))
     return {"preds": preds, "target": target}
 
 
@@ -328,6 +429,7 @@ def _pair_spec(name, module, functional, summary, paper, oracle, kind, params=()
             paper=paper,
             oracle=oracle,
             sample=_pair_sampler(kind),
+            regimes=_pair_regimes(kind),
             summary=summary,
             validate=validate,
             example_sizes=_SIZES,
@@ -415,6 +517,7 @@ register(
         paper="Szegedy et al. 2016 (label smoothing), arXiv:1512.00567",
         oracle="torch.nn.functional.cross_entropy(reduction='none')",
         sample=_sample_ce,
+        regimes={"extreme": _sample_ce_extreme, "degenerate": _sample_ce_degenerate},
         summary="softmax cross-entropy (weighted, ignore_index, label smoothing)",
         validate=_validate_ce,
         example_sizes={"N": 3, "C": 4, "H": 5, "W": 6},
@@ -437,6 +540,7 @@ register(
         paper="Kullback & Leibler 1951",
         oracle="scipy.special.rel_entr; torch.nn.functional.kl_div",
         sample=_sample_kl,
+        regimes={"extreme": _sample_kl_extreme, "degenerate": _sample_kl_degenerate},
         summary="KL divergence summed over classes",
         validate=_validate_kl,
         example_sizes={"N": 3, "C": 4, "H": 5},

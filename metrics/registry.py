@@ -16,12 +16,13 @@ flattens them into one axis (``"S"``) so an exported graph has a fixed rank.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import inspect
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,6 +37,29 @@ DTYPES: dict[str, torch.dtype] = {
 }
 
 FLAT = "S"  # name of the axis that a trailing "*" is flattened into
+
+# Input regimes every spec samples: ``typical`` (the spec's ``sample``), ``extreme``
+# (confident logits, huge and tiny boxes, saturated images, far-out errors) and
+# ``degenerate`` (identical inputs, empty or full masks, flat images, zero-area boxes).
+REGIMES = ("typical", "extreme", "degenerate")
+
+# The metric definitions: every first-party source an artifact's graph can depend on.
+SOURCE_ROOT = Path(__file__).resolve().parent
+
+
+@functools.lru_cache(maxsize=8)
+def definition_digest(root: Path = SOURCE_ROOT) -> str:
+    """sha256 over every ``*.py`` under ``root`` (the metrics package), path and content.
+
+    A metric's graph can call helpers in any family module (``yolo`` calls ``boxes.ciou``,
+    ``combo`` calls ``pixel.cross_entropy``, most use ``_utils``), so the whole package is
+    hashed: editing any of it changes every identity, which is stale-safe by construction.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -166,6 +190,8 @@ class MetricSpec:
     # Dataset-level metrics: a factory taking the resolved params and returning an empty
     # ``aggregators.Aggregator`` that folds the graph's per-batch statistics (None otherwise).
     aggregator: Callable[..., Any] | None = None
+    # Samplers for the regimes beyond "typical" (see REGIMES), same signature as ``sample``.
+    regimes: Mapping[str, Sampler] = field(default_factory=dict)
 
     # -- parameters ---------------------------------------------------------------------
     def defaults(self) -> dict[str, Any]:
@@ -187,12 +213,14 @@ class MetricSpec:
         return self.module(**self.resolve_params(overrides)).eval()
 
     def identity(self, params: Mapping[str, Any]) -> str:
-        """sha256 of the definition's source and the parameters: what an artifact freezes.
+        """sha256 of the definitions and the parameters: what a graph is built from.
 
-        For a metric with ``requires``, the sha256 of each required file is part of it too.
+        The definitions are every source of the metrics package (:func:`definition_digest`);
+        for a metric with ``requires``, the sha256 of each required file is part of it too.
+        An artifact's full identity adds the tool versions
+        (``cvscore.exporters.repository.artifact_identity``).
         """
-        source = inspect.getsource(inspect.getmodule(self.module))  # type: ignore[arg-type]
-        parts: tuple[Any, ...] = (self.name, sorted(params.items()), source)
+        parts: tuple[Any, ...] = (self.name, sorted(params.items()), definition_digest())
         files = {k: _sha256(p) for k, p in self.required_files(params).items() if p}
         if files:
             parts = (*parts, sorted(files.items()))
@@ -301,10 +329,19 @@ class MetricSpec:
         generator: torch.Generator,
         sizes: Mapping[str, int] | None = None,
         dtype: torch.dtype = torch.float32,
+        regime: str = "typical",
     ) -> dict[str, Tensor]:
-        """Fresh random valid inputs; axis sizes default to ``example_sizes``."""
+        """Fresh random valid inputs of one regime; axis sizes default to ``example_sizes``."""
         merged = {**self.example_sizes, **(sizes or {})}
-        return self.sample(generator, merged, dtype)
+        if regime == "typical":
+            return self.sample(generator, merged, dtype)
+        sampler = self.regimes.get(regime)
+        if sampler is None:
+            raise ValueError(
+                f"Expected `regime` to be one of {[r for r in REGIMES if r == 'typical' or r in self.regimes]} "
+                f"for metric `{self.name}`, got {regime!r}"
+            )
+        return sampler(generator, merged, dtype)
 
     def to_json(self) -> dict[str, Any]:
         return {

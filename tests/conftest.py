@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +57,9 @@ def zoo_repo(tmp_path_factory: pytest.TempPathFactory, vgg_weights: Path) -> Pat
     The VGG losses get their weights from `vgg_weights` through $CVSCORE_VGG_WEIGHTS, so
     their manifests keep the default parameters.
     """
-    repo = tmp_path_factory.mktemp("zoo")
+    # $CVSCORE_TEST_ZOO keeps the export between runs while developing (up-to-date models
+    # are skipped, stale ones re-exported); CI leaves it unset and exports afresh.
+    kept = os.environ.get("CVSCORE_TEST_ZOO")
+    repo = Path(kept) if kept else tmp_path_factory.mktemp("zoo")
     export_many(None, repo, progress=False)
     return repo

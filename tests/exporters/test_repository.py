@@ -13,7 +13,7 @@ from google.protobuf import text_format
 
 from cvscore.exporters import export_metric
 from cvscore.exporters.formats import FORMATS
-from cvscore.exporters.repository import sha256_file
+from cvscore.exporters.repository import TRITON_MAX_BATCH, sha256_file
 from cvscore.metrics import registry
 
 ONNX_TO_TRITON = {
@@ -45,15 +45,25 @@ def test_layout_config_and_manifest(zoo_repo: Path, name: str) -> None:
         (model_dir / "config.pbtxt").read_text(), _model_config().ModelConfig()
     )
     assert config.name == name
-    assert config.max_batch_size == 0
+    spec = registry.get(name)
+    # Triton may batch exactly the models whose every input and output has the batch axis
+    batchable = all(t.batched for t in (*spec.inputs, *spec.outputs))
+    assert config.max_batch_size == (TRITON_MAX_BATCH if batchable else 0)
+    assert config.HasField("dynamic_batching") == batchable
     graph = onnx.load(str(model_dir / "1" / "model.onnx")).graph
     triton_type = _model_config().DataType.Name
     for declared, actual in ((config.input, graph.input), (config.output, graph.output)):
         assert [t.name for t in declared] == [t.name for t in actual]
         for d, a in zip(declared, actual, strict=True):
             assert triton_type(d.data_type) == ONNX_TO_TRITON[a.type.tensor_type.elem_type]
-            assert list(d.dims) == _onnx_dims(a)
-            assert -1 in d.dims  # the batch axis (at least) is dynamic
+            graph_dims = _onnx_dims(a)
+            if batchable:
+                # Triton's convention: dims leave out the batch axis, which must be dynamic
+                assert graph_dims[0] == -1
+                assert list(d.dims) == graph_dims[1:]
+            else:
+                assert list(d.dims) == graph_dims
+                assert -1 in d.dims  # the batch axis (at least) is dynamic
     manifest = json.loads((model_dir / "manifest.json").read_text())
     assert manifest["metric"] == name
     assert manifest["params"] == registry.get(name).defaults()
@@ -77,9 +87,18 @@ def test_triton_onnxruntime_backend_reads_the_layout(zoo_repo: Path) -> None:
         assert versions == ["1"] and (model_dir / "1" / "model.onnx").is_file()
         kinds = [g.kind for g in config.instance_group]
         assert kinds == [_model_config().ModelInstanceGroup.KIND_AUTO]
-        # explicit batch axis: Triton passes the client's shapes straight to the graph
-        assert config.max_batch_size == 0
-        assert any(t.dims[0] == -1 for t in config.input if len(t.dims))
+        if config.max_batch_size == 0:
+            # explicit batch axis: Triton passes the client's shapes straight to the graph
+            assert any(t.dims[0] == -1 for t in config.input if len(t.dims))
+        else:
+            assert config.HasField("dynamic_batching")
+    batched = [p.name for p in zoo_repo.iterdir() if (p / "config.pbtxt").is_file()]
+    batched = [
+        n
+        for n in batched
+        if "max_batch_size: 0\n" not in (zoo_repo / n / "config.pbtxt").read_text()
+    ]
+    assert {"l1", "ssim", "giou", "focal", "mean_iou"} <= set(batched)
 
 
 def test_reexport_is_skipped_until_something_changes(tmp_path: Path) -> None:

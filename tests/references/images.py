@@ -1,0 +1,3 @@
+"""Float64 references: images family (to be written)."""
+
+from __future__ import annotations

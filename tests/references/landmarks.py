@@ -1,0 +1,3 @@
+"""Float64 references: landmarks family (to be written)."""
+
+from __future__ import annotations
