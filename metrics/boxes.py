@@ -62,7 +62,9 @@ def _diou_penalty(preds: Tensor, target: Tensor, eps: float) -> Tensor:
     x1, y1, x2, y2 = preds.unbind(-1)
     x1g, y1g, x2g, y2g = target.unbind(-1)
     cw, ch = _enclosing(preds, target)
-    rho2 = ((x1 + x2 - x1g - x2g) * 0.5).square() + ((y1 + y2 - y1g - y2g) * 0.5).square()
+    # Centre offsets as sums of corner differences, not differences of corner sums: for
+    # small boxes far from the origin the sums round away the offset (x ~ 1e4, w ~ 1e-3).
+    rho2 = (((x1 - x1g) + (x2 - x2g)) * 0.5).square() + (((y1 - y1g) + (y2 - y2g)) * 0.5).square()
     return rho2 / (cw.square() + ch.square() + eps)
 
 
@@ -190,6 +192,57 @@ def _sample(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
     return {"preds": preds, "target": target}
 
 
+def _log_uniform(gen: torch.Generator, shape: list[int], low: float, high: float, dtype):
+    u = torch.rand(shape, generator=gen, dtype=torch.float64)
+    return torch.exp(math.log(low) + u * (math.log(high) - math.log(low))).to(dtype)
+
+
+def extreme_pairs(gen: torch.Generator, n: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Box pairs from 1e-3 to 1e4 pixels wide, at offsets up to 1e4, with aspect ratios up to
+    1e7: overlapping (same scale, jittered), nested (one 1e3 times smaller) and far apart."""
+    centre = (torch.rand(n, 2, generator=gen, dtype=torch.float64) - 0.5) * 2e4
+    wh = _log_uniform(gen, [n, 2], 1e-3, 1e4, torch.float64)
+    kind = torch.randint(0, 3, (n, 1), generator=gen)
+    jitter = torch.randn(n, 2, generator=gen, dtype=torch.float64) * 0.2
+    tcentre = torch.where(kind == 0, centre + jitter * wh, centre)
+    tcentre = torch.where(kind == 2, centre + 3 * wh.amax(1, keepdim=True) + 1.0, tcentre)
+    twh = torch.where(kind == 1, wh * 1e-3, wh * torch.exp(jitter))
+    preds = torch.cat([centre - wh / 2, centre + wh / 2], 1)
+    target = torch.cat([tcentre - twh / 2, tcentre + twh / 2], 1)
+    return _ordered(preds.to(dtype)), _ordered(target.to(dtype))
+
+
+def degenerate_pairs(gen: torch.Generator, n: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Identical boxes, zero-area boxes (points and lines, alone or paired) and disjoint
+    boxes that touch at an edge."""
+    corner = torch.randint(0, 20, (n, 2), generator=gen).to(dtype)
+    wh = torch.randint(1, 6, (n, 2), generator=gen).to(dtype)
+    box = torch.cat([corner, corner + wh], 1)
+    kind = torch.randint(0, 5, (n, 1), generator=gen)
+    point = torch.cat([corner, corner], 1)
+    line = torch.cat([corner, corner[:, :1] + wh[:, :1], corner[:, 1:]], 1)
+    touching = torch.cat([corner + wh * torch.tensor([1.0, 0.0], dtype=dtype), corner + 2 * wh], 1)
+    preds = torch.where(kind == 1, point, torch.where(kind == 2, line, box))
+    target = torch.where(kind == 3, touching, torch.where(kind == 4, point, box))
+    return preds, target
+
+
+def _ordered(boxes: Tensor) -> Tensor:
+    # rounding to float32 can swap nearly equal corners of a 1e-3 box at 1e4; keep x1 <= x2
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([x1, y1, torch.maximum(x1, x2), torch.maximum(y1, y2)], -1)
+
+
+def _sample_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    preds, target = extreme_pairs(gen, sizes["N"], dtype)
+    return {"preds": preds, "target": target}
+
+
+def _sample_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    preds, target = degenerate_pairs(gen, sizes["N"], dtype)
+    return {"preds": preds, "target": target}
+
+
 def _validate(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
     check_positive("eps", params["eps"])
     for name in ("preds", "target"):
@@ -234,6 +287,7 @@ def _spec(
             paper=paper,
             oracle=oracle,
             sample=_sample,
+            regimes={"extreme": _sample_extreme, "degenerate": _sample_degenerate},
             summary=summary,
             validate=_validate,
             example_sizes={"N": 3},

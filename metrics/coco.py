@@ -33,6 +33,7 @@ One difference: pycocotools treats a match to a ground truth whose ``id`` is 0 a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -123,6 +124,54 @@ def _sample(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
         "pred_group": torch.randint(0, 3, (n,), generator=gen),
         "target": boxes(g),
         "target_group": torch.randint(0, 3, (g,), generator=gen),
+        "target_crowd": (torch.rand(g, generator=gen) < 0.3).long(),
+    }
+
+
+def _sample_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    """Boxes from 1e-3 to 1e4 wide at offsets up to 1e4, detections jittered copies of a
+    ground truth (high IoU), much smaller boxes inside one (nested), and crowd regions."""
+    del dtype
+    n, g = sizes["N"], sizes["G"]
+    log_wh = torch.rand(g, 2, generator=gen, dtype=torch.float64) * (math.log(1e7)) + math.log(1e-3)
+    gt = torch.cat([torch.rand(g, 2, generator=gen, dtype=torch.float64) * 1e4, log_wh.exp()], 1)
+    pick = torch.randint(0, max(g, 1), (n,), generator=gen)
+    base = gt[pick] if g else torch.ones(n, 4, dtype=torch.float64)
+    jitter = 1 + torch.randn(n, 4, generator=gen, dtype=torch.float64) * 0.05
+    nested = torch.rand(n, 1, generator=gen) < 0.3
+    shrink = torch.cat([base[:, :2] + base[:, 2:] * 0.25, base[:, 2:] * 1e-3], 1)
+    preds = torch.where(nested, shrink, base * jitter.abs())
+    groups = torch.randint(0, 2, (g,), generator=gen)
+    return {
+        "preds": preds,
+        "pred_group": groups[pick] if g else torch.zeros(n, dtype=torch.int64),
+        "target": gt,
+        "target_group": groups,
+        "target_crowd": (torch.rand(g, generator=gen) < 0.3).long(),
+    }
+
+
+def _sample_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    """Detections identical to a ground truth (IoU 1), zero-width or zero-height boxes, boxes
+    that touch at an edge, all in one group."""
+    del dtype
+    n, g = sizes["N"], sizes["G"]
+    gt = torch.cat(
+        [torch.randint(0, 20, (g, 2), generator=gen), torch.randint(1, 6, (g, 2), generator=gen)], 1
+    ).to(torch.float64)
+    pick = torch.randint(0, max(g, 1), (n,), generator=gen)
+    base = gt[pick] if g else torch.ones(n, 4, dtype=torch.float64)
+    kind = torch.randint(0, 4, (n, 1), generator=gen)
+    flat = base * torch.tensor([1.0, 1.0, 0.0, 1.0], dtype=torch.float64)
+    beside = base + base[:, 2:3] * torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    preds = torch.where(kind == 1, flat, torch.where(kind == 2, beside, base))
+    zero_gt = torch.rand(g, 1, generator=gen) < 0.2
+    gt = torch.where(zero_gt, gt * torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=torch.float64), gt)
+    return {
+        "preds": preds,
+        "pred_group": torch.zeros(n, dtype=torch.int64),
+        "target": gt,
+        "target_group": torch.zeros(g, dtype=torch.int64),
         "target_crowd": (torch.rand(g, generator=gen) < 0.3).long(),
     }
 
@@ -607,6 +656,7 @@ register(
         paper="Lin et al. 2014, Microsoft COCO, arXiv:1405.0312",
         oracle="pycocotools.cocoeval.COCOeval (bbox); graph: pycocotools.mask.iou",
         sample=_sample,
+        regimes={"extreme": _sample_extreme, "degenerate": _sample_degenerate},
         summary="COCO box mAP: IoU graph + greedy matching + accumulate (12 stats)",
         differentiable=False,
         validate=_validate,

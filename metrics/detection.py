@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ._utils import check_binary, check_finite, check_positive, check_range, log_sigmoid
-from .boxes import EPS, ciou
+from .boxes import EPS, ciou, degenerate_pairs, extreme_pairs
 from .registry import MetricSpec, ParamSpec, TensorSpec, register
 
 FAMILY = "detection"
@@ -142,6 +142,41 @@ def _sample(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
     }
 
 
+def _logits(gen: torch.Generator, shape: list[int], dtype: torch.dtype) -> Tensor:
+    # confident logits, right and wrong: Log(Sigmoid(x)) overflows float32 from |x| ~ 17
+    table = torch.tensor([-80.0, -40.0, -20.0, -15.0, -12.0, 0.3, 12.0, 15.0, 20.0, 40.0, 80.0])
+    return table[torch.randint(0, len(table), shape, generator=gen)].to(dtype)
+
+
+def _sample_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    """Boxes from 1e-3 to 1e4 px and confident objectness / class logits."""
+    n, k = sizes["N"], sizes["K"]
+    preds, target = extreme_pairs(gen, n, dtype)
+    return {
+        "preds": preds,
+        "target": target,
+        "objectness": _logits(gen, [n], dtype),
+        "class_logits": _logits(gen, [n, k], dtype),
+        "target_class": torch.randint(0, k, (n,), generator=gen),
+        "positive": (torch.rand(n, generator=gen, dtype=dtype) > 0.5).to(dtype),
+    }
+
+
+def _sample_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    """Identical, zero-area and touching boxes; zero logits; all-negative or all-positive."""
+    n, k = sizes["N"], sizes["K"]
+    preds, target = degenerate_pairs(gen, n, dtype)
+    flag = float(torch.randint(0, 2, (1,), generator=gen))
+    return {
+        "preds": preds,
+        "target": target,
+        "objectness": torch.zeros(n, dtype=dtype),
+        "class_logits": torch.zeros(n, k, dtype=dtype),
+        "target_class": torch.zeros(n, dtype=torch.int64),
+        "positive": torch.full((n,), flag, dtype=dtype),
+    }
+
+
 def _validate(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
     for name in ("box_weight", "obj_weight", "cls_weight", "focal_gamma"):
         check_positive(name, params[name], allow_zero=True)
@@ -200,6 +235,7 @@ register(
         oracle="numpy re-implementation of YOLOv5 ComputeLoss terms; "
         "torch.nn.functional.binary_cross_entropy_with_logits",
         sample=_sample,
+        regimes={"extreme": _sample_extreme, "degenerate": _sample_degenerate},
         summary="YOLOv5 box (CIoU) + objectness + class loss per matched prediction",
         validate=_validate,
         example_sizes={"N": 3, "K": 4},

@@ -2,8 +2,8 @@
 
 ``distance_dice`` computes the ground truth's Euclidean distance transform inside the
 graph, exactly (see :func:`distance_transform_edt`), so every runtime that runs the artifact
-gets the same map without scipy on the client. ``masked_l1`` splits an image L1 into its
-foreground and background parts.
+gets the same map without scipy on the client. ``masked_l1`` scores the foreground and the
+background of an image separately, each as the mean error over its own region.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._utils import check_labels, check_positive, check_unit_interval, per_sample_mean
+from ._utils import check_labels, check_positive, check_unit_interval, per_sample_sum
+from .masks import confident_logits
 from .registry import MetricSpec, ParamSpec, TensorSpec, register
 
 FAMILY = "masks"
@@ -105,20 +106,35 @@ def distance_dice(
     return 1.0 - (dice * keep).sum(1) / (num_classes - 1)
 
 
-def masked_l1(preds: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Foreground and background L1 per image: ``[fg, bg]``.
+def masked_l1(
+    preds: Tensor, target: Tensor, mask: Tensor, alpha_fg: float = 1.0, beta_bg: float = 1.0
+) -> Tensor:
+    """Foreground- and background-normalised L1 per image: ``[total, fg, bg]``.
 
-    With ``d = |preds - target|`` and the mask ``m`` broadcast over channels:
-    ``fg = Σ d m / (C H W)`` and ``bg = Σ d (1 - m) / (C H W)``, both over all the image's
-    elements, so ``fg + bg`` is the plain L1 and Ma et al.'s pose-mask loss
-    ``||(G(x) - y) ⊙ (1 + M)||₁`` (mean-normalised) is ``bg + 2 fg``.
-    preds, target (Tensor[N, C, H, W]); mask (Tensor[N, H, W]) in [0, 1] (soft masks
-    allowed). Returns Tensor[N, 2]. Ma et al. 2017, Pose Guided Person Image Generation,
-    https://arxiv.org/abs/1705.09368.
+    Si et al.'s masked L1 (CVPR 2018, "Multistage Adversarial Losses for Pose-Based Human
+    Image Synthesis"), with ``d = |preds - target|`` and the mask ``M`` broadcast over the
+    channels, each term normalised by its own mask:
+    ``fg = Σ d ⊙ M / Σ M``, ``bg = Σ d ⊙ (1 - M) / Σ (1 - M)`` (sums over C, H, W), and
+    ``total = alpha_fg · fg + beta_bg · bg``. So each term is the mean error over its own
+    region, whatever the region's size. A term whose mask sums to 0 (an empty or a full
+    mask) contributes 0. preds, target (Tensor[N, C, H, W]); mask (Tensor[N, H, W]) in
+    [0, 1] (soft masks allowed). Returns Tensor[N, 3].
     """
     diff = (preds - target).abs()
-    m = mask.unsqueeze(1)
-    return torch.stack([per_sample_mean(diff * m), per_sample_mean(diff * (1.0 - m))], dim=1)
+    m = mask.unsqueeze(1).expand_as(diff)
+    fg = _masked_mean(diff, m)
+    bg = _masked_mean(diff, 1.0 - m)
+    return torch.stack([alpha_fg * fg + beta_bg * bg, fg, bg], dim=1)
+
+
+def _masked_mean(values: Tensor, weight: Tensor) -> Tensor:
+    """``Σ values · weight / Σ weight`` per sample, 0 where the weights sum to 0."""
+    num = per_sample_sum(values * weight)
+    den = per_sample_sum(weight)
+    empty = den <= 0
+    return torch.where(
+        empty, torch.zeros_like(num), num / torch.where(empty, torch.ones_like(den), den)
+    )
 
 
 # -- modules ------------------------------------------------------------------------------
@@ -133,8 +149,13 @@ class DistanceDice(nn.Module):
 
 
 class MaskedL1(nn.Module):
+    def __init__(self, alpha_fg: float = 1.0, beta_bg: float = 1.0) -> None:
+        super().__init__()
+        self.alpha_fg = float(alpha_fg)
+        self.beta_bg = float(beta_bg)
+
     def forward(self, preds: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-        return masked_l1(preds, target, mask)
+        return masked_l1(preds, target, mask, self.alpha_fg, self.beta_bg)
 
 
 # -- samplers and domain checks -------------------------------------------------------------
@@ -164,6 +185,51 @@ def _sample_masked(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.
     return {"preds": preds, "target": target, "mask": mask}
 
 
+def _sample_dice_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    """Confident logits (right and wrong) on blob maps; some maps are one class everywhere
+    (no boundary: infinite distances inside the graph)."""
+    n, c, h, w = sizes["N"], sizes["C"], sizes["H"], sizes["W"]
+    target = _blobs(gen, n, h, w, c)
+    full = torch.rand(n, 1, 1, generator=gen) < 0.3
+    target = torch.where(full, torch.ones_like(target), target)
+    return {"preds": confident_logits(gen, target, c, dtype), "target": target}
+
+
+def _sample_dice_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    """All-background maps (every foreground class empty) or single-pixel foregrounds,
+    with equal logits everywhere."""
+    n, c, h, w = sizes["N"], sizes["C"], sizes["H"], sizes["W"]
+    target = torch.zeros(n, h, w, dtype=torch.int64)
+    dot = torch.rand(n, generator=gen) < 0.5
+    target[:, h // 2, w // 2] = torch.where(dot, 1, 0)
+    return {"preds": torch.zeros(n, c, h, w, dtype=dtype), "target": target}
+
+
+def _sample_masked_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    """Errors from 1e-6 to 1e4, masks of one pixel, all but one pixel, and faint soft masks."""
+    n, c, h, w = sizes["N"], sizes["C"], sizes["H"], sizes["W"]
+    scale = torch.tensor([1e-6, 1.0, 1e4], dtype=dtype)[
+        torch.randint(0, 3, (n, 1, 1, 1), generator=gen)
+    ]
+    target = torch.rand(n, c, h, w, generator=gen, dtype=dtype) * scale
+    preds = target + torch.randn(n, c, h, w, generator=gen, dtype=dtype) * scale
+    kind = torch.randint(0, 3, (n, 1, 1), generator=gen)
+    one = torch.zeros(n, h, w, dtype=dtype)
+    one[:, 0, 0] = 1.0
+    mask = torch.where(kind == 0, one, torch.where(kind == 1, 1.0 - one, one * 1e-6))
+    return {"preds": preds, "target": target, "mask": mask}
+
+
+def _sample_masked_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    """Empty and full masks; identical images."""
+    n, c, h, w = sizes["N"], sizes["C"], sizes["H"], sizes["W"]
+    target = torch.rand(n, c, h, w, generator=gen, dtype=dtype)
+    same = torch.rand(n, 1, 1, 1, generator=gen) < 0.3
+    preds = torch.where(same, target, torch.rand(n, c, h, w, generator=gen, dtype=dtype))
+    full = (torch.rand(n, 1, 1, generator=gen) < 0.5).to(dtype)
+    return {"preds": preds, "target": target, "mask": full.expand(n, h, w).clone()}
+
+
 def _validate_dice(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
     num_classes = inputs["preds"].shape[1]
     check_positive("smooth", params["smooth"])
@@ -175,6 +241,8 @@ def _validate_dice(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> N
 
 
 def _validate_masked(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
+    check_positive("alpha_fg", params["alpha_fg"], allow_zero=True)
+    check_positive("beta_bg", params["beta_bg"], allow_zero=True)
     check_unit_interval("mask", inputs["mask"])
 
 
@@ -199,6 +267,7 @@ register(
         oracle="scipy.ndimage.distance_transform_edt (distance map, in-graph and exact) "
         "+ numpy weighted Dice",
         sample=_sample_dice,
+        regimes={"extreme": _sample_dice_extreme, "degenerate": _sample_dice_degenerate},
         summary="1 - Dice weighted by 1 + inverted distance map (EDT computed in-graph)",
         validate=_validate_dice,
         example_sizes={"N": 3, "C": 3, "H": 9, "W": 11},
@@ -218,14 +287,24 @@ register(
             TensorSpec("mask", ("N", "H", "W"), "float32", "foreground mask in [0, 1]"),
         ),
         outputs=(
-            TensorSpec("score", ("N", 2), "float32", "per image: foreground L1, background L1"),
+            TensorSpec(
+                "score",
+                ("N", 3),
+                "float32",
+                "per image: alpha_fg * fg + beta_bg * bg, foreground L1, background L1",
+            ),
         ),
-        params=(),
+        params=(
+            ParamSpec("alpha_fg", 1.0, "weight of the foreground term"),
+            ParamSpec("beta_bg", 1.0, "weight of the background term"),
+        ),
         higher_is_better=False,
-        paper="Ma et al. 2017, Pose Guided Person Image Generation, arXiv:1705.09368",
-        oracle="torch.nn.functional.l1_loss split by the mask (numpy)",
+        paper="Si et al. 2018, Multistage Adversarial Losses for Pose-Based Human Image "
+        "Synthesis, CVPR 2018",
+        oracle="hand-worked (uniform error, quarter mask); numpy masked means",
         sample=_sample_masked,
-        summary="foreground and background L1 terms (pose-mask loss = bg + 2 fg)",
+        regimes={"extreme": _sample_masked_extreme, "degenerate": _sample_masked_degenerate},
+        summary="masked L1: foreground and background L1, each over its own region",
         validate=_validate_masked,
         example_sizes={"N": 3, "C": 3, "H": 5, "W": 6},
     )

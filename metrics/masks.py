@@ -134,6 +134,41 @@ def _sample(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
     return {"preds": preds, "target": target}
 
 
+def confident_logits(gen: torch.Generator, target: Tensor, num_classes: int, dtype) -> Tensor:
+    """Logits ``[N, C, *]`` with one class ahead by 15, 40 or 80 at each position: the target
+    class (confidently right) or the next one (confidently wrong)."""
+    n = target.shape[0]
+    right = torch.rand(target.shape, generator=gen) < 0.6
+    lead = torch.where(right, target, (target + 1) % num_classes)
+    classes = torch.arange(num_classes).view(1, num_classes, *([1] * (target.dim() - 1)))
+    onehot = (lead.unsqueeze(1) == classes).to(dtype)
+    table = torch.tensor([15.0, 40.0, 80.0], dtype=dtype)
+    margin = table[torch.randint(0, 3, (n, 1, *target.shape[1:]), generator=gen)]
+    noise = torch.randn(onehot.shape, generator=gen, dtype=dtype)
+    return noise + margin * onehot
+
+
+def _sample_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    n, c, h, w = sizes["N"], sizes["C"], sizes["H"], sizes["W"]
+    target = torch.randint(0, c, (n, h, w), generator=gen)
+    # a class present in one pixel only, next to dominant ones
+    target = torch.where(torch.rand(n, h, w, generator=gen) < 0.7, torch.zeros_like(target), target)
+    return {"preds": confident_logits(gen, target, c, dtype), "target": target}
+
+
+def _sample_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    """Equal logits everywhere (uniform softmax) or a perfect prediction (softmax exactly
+    one-hot in float32), against one class everywhere or a random map."""
+    n, c, h, w = sizes["N"], sizes["C"], sizes["H"], sizes["W"]
+    target = torch.randint(0, c, (n, h, w), generator=gen)
+    single = torch.rand(n, 1, 1, generator=gen) < 0.5
+    target = torch.where(single, torch.zeros_like(target), target)
+    classes = torch.arange(c).view(1, c, 1, 1)
+    perfect = 200.0 * (target.unsqueeze(1) == classes).to(dtype)
+    flat = torch.rand(n, 1, 1, 1, generator=gen) < 0.5
+    return {"preds": torch.where(flat, torch.zeros_like(perfect), perfect), "target": target}
+
+
 def _validate(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
     num_classes = inputs["preds"].shape[1]
     check_positive("smooth", params["smooth"], allow_zero=True)
@@ -170,6 +205,7 @@ register(
         paper="Milletari et al. 2016, V-Net, arXiv:1606.04797; nnU-Net, arXiv:1809.10486",
         oracle="numpy re-implementation of nnU-Net SoftDiceLoss; hand-worked perfect prediction",
         sample=_sample,
+        regimes={"extreme": _sample_extreme, "degenerate": _sample_degenerate},
         summary="nnU-Net soft Dice loss (negative mean Dice over classes)",
         validate=_validate,
         example_sizes=_SIZES,
@@ -196,6 +232,7 @@ register(
         paper="Taghanaki et al. 2019, Combo loss, arXiv:1805.02798",
         oracle="torch.nn.functional.cross_entropy + numpy nnU-Net SoftDiceLoss",
         sample=_sample,
+        regimes={"extreme": _sample_extreme, "degenerate": _sample_degenerate},
         summary="alpha * cross-entropy + (1 - alpha) * soft Dice",
         validate=_validate,
         example_sizes=_SIZES,

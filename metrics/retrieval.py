@@ -186,6 +186,50 @@ def _sample(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
     }
 
 
+def _sample_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    """Norms from 1e-3 to 1e3, gallery items duplicated (exact ties, same label), queries
+    that copy a gallery item, and ties broken by index."""
+    n, m, d = sizes["N"], sizes["M"], sizes["D"]
+    scale = torch.tensor([1e-3, 1.0, 1e3], dtype=dtype)
+    gallery = torch.randn(m, d, generator=gen, dtype=dtype)
+    gallery_target = torch.randint(0, 3, (m,), generator=gen)
+    half = max(m // 2, 1)
+    gallery[half:] = gallery[: m - half]  # duplicates carry the same label
+    gallery_target[half:] = gallery_target[: m - half]
+    gallery = gallery * scale[torch.randint(0, 3, (m, 1), generator=gen)]
+    copy = torch.randint(0, m, (n,), generator=gen)
+    preds = gallery[copy] * scale[torch.randint(0, 3, (n, 1), generator=gen)]
+    preds = torch.where(
+        torch.rand(n, 1, generator=gen) < 0.5,
+        preds,
+        torch.randn(n, d, generator=gen, dtype=dtype) * 1e3,
+    )
+    return {
+        "preds": preds,
+        "target": torch.randint(0, 3, (n,), generator=gen),
+        "gallery": gallery,
+        "gallery_target": gallery_target,
+        "exclude": torch.where(torch.rand(n, generator=gen) < 0.5, copy, torch.full_like(copy, -1)),
+    }
+
+
+def _sample_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    """Zero vectors (cosine 0 with everything: all ties, so the lowest indices win) and
+    queries whose label is absent from the gallery."""
+    n, m, d = sizes["N"], sizes["M"], sizes["D"]
+    zero_rows = torch.rand(m, 1, generator=gen) < 0.5
+    gallery = torch.where(
+        zero_rows, torch.zeros(m, d, dtype=dtype), torch.randn(m, d, generator=gen, dtype=dtype)
+    )
+    return {
+        "preds": torch.zeros(n, d, dtype=dtype),
+        "target": torch.randint(0, 4, (n,), generator=gen),  # label 3 is never in the gallery
+        "gallery": gallery,
+        "gallery_target": torch.randint(0, 3, (m,), generator=gen),
+        "exclude": torch.full((n,), -1, dtype=torch.int64),
+    }
+
+
 def _validate(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
     _check_ks(params["ks"])
     if params["metric"] not in METRICS:
@@ -226,6 +270,7 @@ register(
         paper="Oh Song et al. 2016, arXiv:1511.06452 (Recall@K as hit rate); Manning et al. 2008 (IR recall)",
         oracle="numpy brute-force ranking with a stable argsort",
         sample=_sample,
+        regimes={"extreme": _sample_extreme, "degenerate": _sample_degenerate},
         summary="retrieval hit rate@k and IR recall@k (cosine or Euclidean)",
         differentiable=False,
         validate=_validate,

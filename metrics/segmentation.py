@@ -37,14 +37,13 @@ def confusion_matrix(
     target: Tensor,
     num_classes: int,
     ignore_index: int = 255,
-    dtype: torch.dtype = torch.float64,
 ) -> Tensor:
-    """Per-sample confusion matrices.
+    """Per-sample confusion matrices, counted in int64.
 
     preds (Tensor[N, *]) predicted class indices; target (Tensor[N, *]) true class indices.
-    Returns ``Tensor[N, K, K]`` in ``dtype``: ``out[n, i, j]`` counts the pixels of sample
-    ``n`` with target ``i`` and prediction ``j``. Counts are exact up to 2**24 per cell in
-    float32 and 2**53 in float64.
+    Returns ``Tensor[N, K, K]`` int64: ``out[n, i, j]`` counts the pixels of sample ``n``
+    with target ``i`` and prediction ``j``, exactly (a float32 count stops at 2**24, one
+    4096 x 4096 image of one class).
     """
     k = num_classes
     n = preds.shape[0]
@@ -52,14 +51,14 @@ def confusion_matrix(
     t = target.flatten(1) if target.dim() > 1 else target[:, None]
     valid = (t != ignore_index) & (t >= 0) & (t < k) & (p >= 0) & (p < k)
     index = torch.where(valid, t * k + p, torch.full_like(t, k * k))
-    ones = torch.ones(index.shape, dtype=dtype, device=preds.device)
-    bins = torch.zeros((n, k * k + 1), dtype=dtype, device=preds.device)
+    ones = torch.ones(index.shape, dtype=torch.int64, device=preds.device)
+    bins = torch.zeros((n, k * k + 1), dtype=torch.int64, device=preds.device)
     bins = torch.scatter_add(bins, 1, index, ones)
     return bins[:, : k * k].reshape(n, k, k)
 
 
 class MeanIoU(nn.Module):
-    """Confusion-matrix graph for mean IoU; counts come back in the module's dtype."""
+    """Confusion-matrix graph for mean IoU; int64 counts."""
 
     def __init__(self, num_classes: int = 21, ignore_index: int = 255) -> None:
         super().__init__()
@@ -67,11 +66,9 @@ class MeanIoU(nn.Module):
             raise ValueError(f"Expected `num_classes` to be positive, got {num_classes}")
         self.num_classes = int(num_classes)
         self.ignore_index = int(ignore_index)
-        # Carries the output dtype: float32 by default, float64 after `.double()`.
-        self.register_buffer("unit", torch.ones(()))
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
-        return confusion_matrix(preds, target, self.num_classes, self.ignore_index, self.unit.dtype)  # type: ignore[arg-type]
+        return confusion_matrix(preds, target, self.num_classes, self.ignore_index)
 
 
 class SegmentationAggregator:
@@ -93,7 +90,9 @@ class SegmentationAggregator:
             raise ValueError(
                 f"Expected `confusion` of shape [N, {k}, {k}], got {list(counts.shape)}"
             )
-        self.confusion += np.rint(counts).astype(np.int64).sum(0)
+        if counts.dtype.kind not in "iu":
+            raise ValueError(f"Expected `confusion` to hold integer counts, got {counts.dtype}")
+        self.confusion += counts.astype(np.int64).sum(0)
 
     def merge(self, other: SegmentationAggregator) -> SegmentationAggregator:
         check_same_config(self.KIND, self.config, other.config)
@@ -153,6 +152,29 @@ def _sample(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
     return {"preds": preds, "target": target}
 
 
+# The regimes below draw for the default parameters (21 classes, ignore_index 255).
+def _sample_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    """Large label maps (240k pixels): one dominant class, every class, ignored pixels."""
+    n, h, w = sizes["N"], 400, 600
+    target = torch.zeros(n, h, w, dtype=torch.int64)
+    rare = torch.rand(n, h, w, generator=gen) < 0.01
+    target = torch.where(rare, torch.randint(0, 21, (n, h, w), generator=gen), target)
+    target[:, :3, :] = 255  # an ignored border
+    flip = torch.rand(n, h, w, generator=gen) < 0.05
+    preds = torch.where(flip, torch.randint(0, 21, (n, h, w), generator=gen), target % 255)
+    return {"preds": preds, "target": target}
+
+
+def _sample_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    """Perfect predictions, every pixel ignored, or one class everywhere."""
+    n, h, w = sizes["N"], sizes["H"], sizes["W"]
+    target = torch.randint(0, 21, (n, h, w), generator=gen)
+    kind = torch.randint(0, 3, (n, 1, 1), generator=gen)
+    target = torch.where(kind == 1, torch.full_like(target, 255), target)
+    target = torch.where(kind == 2, torch.full_like(target, 7), target)
+    return {"preds": target % 255, "target": target}
+
+
 def _validate(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
     k = params["num_classes"]
     check_labels("preds", inputs["preds"], k)
@@ -169,9 +191,7 @@ register(
             TensorSpec("preds", ("N", "*"), "int64", "predicted class indices"),
             TensorSpec("target", ("N", "*"), "int64", "true class indices or ignore_index"),
         ),
-        outputs=(
-            TensorSpec("confusion", ("N", "K", "K"), "float32", "per-sample confusion matrix"),
-        ),
+        outputs=(TensorSpec("confusion", ("N", "K", "K"), "int64", "per-sample confusion matrix"),),
         params=(
             ParamSpec("num_classes", 21, "number of classes K"),
             ParamSpec("ignore_index", 255, "target value that is skipped"),
@@ -180,6 +200,7 @@ register(
         paper="Long et al. 2015, FCN, arXiv:1411.4038",
         oracle="numpy confusion matrix (np.bincount) reference",
         sample=_sample,
+        regimes={"extreme": _sample_extreme, "degenerate": _sample_degenerate},
         summary="semantic segmentation confusion matrix -> per-class IoU, mIoU, pixel acc",
         differentiable=False,
         validate=_validate,

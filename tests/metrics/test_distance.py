@@ -110,32 +110,46 @@ def test_distance_dice_hand_worked() -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_masked_l1_splits_the_l1(dtype: torch.dtype) -> None:
+def test_masked_l1_normalises_each_term_by_its_own_mask(dtype: torch.dtype) -> None:
     g = _gen(4)
     preds, target = (
         torch.rand(5, 3, 8, 9, generator=g, dtype=dtype),
         torch.rand(5, 3, 8, 9, generator=g, dtype=dtype),
     )
     mask = torch.rand(5, 8, 9, generator=g, dtype=dtype)  # soft masks are allowed
-    out = distance.MaskedL1()(preds, target, mask)
+    out = distance.MaskedL1(alpha_fg=0.7, beta_bg=1.3)(preds, target, mask)
     d = (preds - target).abs().numpy()
-    m = mask.numpy()[:, None]
-    expected = np.stack([(d * m).mean((1, 2, 3)), (d * (1 - m)).mean((1, 2, 3))], 1)
-    np.testing.assert_allclose(out.numpy(), expected, **tol(dtype))
-    # fg + bg is F.l1_loss; Ma et al.'s ||(G - I) ⊙ (1 + M)||₁ (mean) is bg + 2 fg
-    l1 = F.l1_loss(preds, target, reduction="none").flatten(1).mean(1)
-    torch.testing.assert_close(out.sum(1), l1, **tol(dtype))
-    pose = ((preds - target) * (1 + mask.unsqueeze(1))).abs().flatten(1).mean(1)
-    torch.testing.assert_close(out[:, 1] + 2 * out[:, 0], pose, **tol(dtype))
+    m = np.broadcast_to(mask.numpy()[:, None], d.shape)
+    fg = (d * m).sum((1, 2, 3)) / m.sum((1, 2, 3))
+    bg = (d * (1 - m)).sum((1, 2, 3)) / (1 - m).sum((1, 2, 3))
+    np.testing.assert_allclose(
+        out.numpy(), np.stack([0.7 * fg + 1.3 * bg, fg, bg], 1), **tol(dtype)
+    )
 
 
 def test_masked_l1_hand_worked() -> None:
-    # error 1 on the left half only, mask = left half: fg = 1/2 (half the pixels), bg = 0
-    preds = torch.zeros(1, 1, 2, 4)
-    preds[..., :2] = 1.0
-    mask = torch.zeros(1, 2, 4)
-    mask[..., :2] = 1.0
-    assert distance.masked_l1(preds, torch.zeros(1, 1, 2, 4), mask).tolist() == [[0.5, 0.0]]
+    # |F - F*| = 1 everywhere, the mask covers 1 of 4 pixels: each term is the mean error
+    # over its own region, so fg = 1 / 1 and bg = 3 / 3 (not 1/4 and 3/4), total = 1 + 1.
+    preds = torch.ones(1, 2, 2, 2)
+    mask = torch.zeros(1, 2, 2)
+    mask[0, 0, 0] = 1.0
+    assert distance.masked_l1(preds, torch.zeros(1, 2, 2, 2), mask).tolist() == [[2.0, 1.0, 1.0]]
+    # error 1 on the masked pixel only, weights 2 and 0.5: fg = 1, bg = 0, total = 2
+    preds = torch.zeros(1, 1, 2, 2)
+    preds[0, 0, 0, 0] = 1.0
+    out = distance.masked_l1(preds, torch.zeros(1, 1, 2, 2), mask, 2.0, 0.5)
+    assert out.tolist() == [[2.0, 1.0, 0.0]]
+
+
+def test_masked_l1_empty_and_full_masks_contribute_zero() -> None:
+    # an empty mask has no foreground: fg contributes 0 and bg is the plain L1 (mean 0.5);
+    # a full mask has no background: bg contributes 0
+    preds = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]]).expand(2, 1, 2, 2)
+    target = torch.zeros(2, 1, 2, 2)
+    mask = torch.stack([torch.zeros(2, 2), torch.ones(2, 2)])
+    out = distance.masked_l1(preds, target, mask)
+    assert out.tolist() == [[0.5, 0.0, 0.5], [0.5, 0.5, 0.0]]
+    assert torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("name", ["distance_dice", "masked_l1"])

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from cvscore.metrics import aggregators, registry, segmentation
+from cvscore.server import runtimes
 
 
 def numpy_confusion(preds: np.ndarray, target: np.ndarray, k: int, ignore: int) -> np.ndarray:
@@ -44,7 +46,7 @@ def test_confusion_and_figures_match_numpy(ignore: int) -> None:
     k = 6
     preds, target = _labels(0, 5, k, ignore)
     out = _run(preds, target, k, ignore)
-    assert out.shape == (5, k, k) and out.dtype == np.float32
+    assert out.shape == (5, k, k) and out.dtype == np.int64
     for n in range(5):
         np.testing.assert_array_equal(out[n], numpy_confusion(preds[n], target[n], k, ignore))
     agg = aggregators.create("mean_iou", num_classes=k, ignore_index=ignore)
@@ -108,3 +110,24 @@ def test_labels_out_of_range_are_rejected_with_the_input_named() -> None:
     bad[0, 0, 0] = 21
     with pytest.raises(ValueError, match="`preds`"):
         spec.check_inputs({"preds": torch.from_numpy(bad), "target": torch.from_numpy(target)})
+
+
+@pytest.mark.parametrize("runtime", runtimes.RUNTIMES)
+def test_counts_stay_exact_above_two_to_the_24(zoo_repo: Path, runtime: str) -> None:
+    # One image of 2**24 + 7 pixels, all class 0 but 3 of class 1, one of which is predicted
+    # as 1: C[0, 0] = 2**24 + 4. Counting in float32 stalls at 2**24 (2**24 + 1 rounds back
+    # down), which gave 16,777,216 and a wrong pixel accuracy.
+    size = (1 << 24) + 7
+    target = np.zeros((1, size), dtype=np.int64)
+    target[0, :3] = 1
+    preds = np.zeros_like(target)
+    preds[0, 2] = 1
+    out = runtimes.load(zoo_repo, "mean_iou", runtime).run({"preds": preds, "target": target})
+    confusion = out["confusion"]
+    assert confusion.dtype == np.int64
+    expected = np.array([[size - 3, 0], [2, 1]], dtype=np.int64)
+    np.testing.assert_array_equal(confusion[0, :2, :2], expected)
+    assert confusion[0].sum() == size
+    agg = segmentation.SegmentationAggregator(num_classes=21)
+    agg.update(out)
+    assert agg.compute()["pixel_accuracy"] == (size - 2) / size
