@@ -47,14 +47,18 @@ REGIMES = ("typical", "extreme", "degenerate")
 SOURCE_ROOT = Path(__file__).resolve().parent
 
 
-@functools.lru_cache(maxsize=8)
-def definition_digest(root: Path = SOURCE_ROOT) -> str:
-    """sha256 over every ``*.py`` under ``root`` (the metrics package), path and content.
+def definition_digest() -> str:
+    """sha256 over every ``*.py`` of the metrics package (``SOURCE_ROOT``), path and content.
 
     A metric's graph can call helpers in any family module (``yolo`` calls ``boxes.ciou``,
     ``combo`` calls ``pixel.cross_entropy``, most use ``_utils``), so the whole package is
     hashed: editing any of it changes every identity, which is stale-safe by construction.
     """
+    return _digest(SOURCE_ROOT)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(root: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")

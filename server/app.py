@@ -135,19 +135,60 @@ def prepare_repository(config: ServerConfig, progress: bool = True) -> Path:
         wanted = [n for n in (config.models or known) if n in known]
     else:
         wanted = [n for n in config.models if n not in present and n in known]
-    if not wanted:
-        return repo
-    from tqdm import tqdm
+    if wanted:
+        from tqdm import tqdm
 
-    log.info("exporting %d model(s) into %s", len(wanted), repo)
-    bar = tqdm(wanted, desc="export", unit="model", disable=not progress, file=sys.stderr)
-    for name in bar:
-        bar.set_postfix_str(name)
-        try:
-            export_many([name], repo, progress=False)
-        except Exception as exc:
-            log.warning("cannot export %s, serving without it: %s", name, exc)
+        log.info("exporting %d model(s) into %s", len(wanted), repo)
+        bar = tqdm(wanted, desc="export", unit="model", disable=not progress, file=sys.stderr)
+        for name in bar:
+            bar.set_postfix_str(name)
+            try:
+                export_many([name], repo, progress=False)
+            except Exception as exc:
+                log.warning("cannot export %s, serving without it: %s", name, exc)
+    check_staleness(repo, config.models, rebuild=config.export_missing)
     return repo
+
+
+def check_staleness(repo: Path, models: Sequence[str] = (), rebuild: bool = False) -> list[str]:
+    """Report the models whose artifacts no longer match the installed definitions.
+
+    Each stale model is logged by name with the reason; with ``rebuild`` (the server owns
+    the repository) it is re-exported with its manifest's parameters and formats instead.
+    Returns the names still stale afterwards.
+    """
+    from ..exporters import export_metric
+    from ..exporters.formats import FORMATS
+    from ..exporters.repository import list_models, read_manifest, staleness
+    from ..metrics import registry
+
+    stale = []
+    for name in list_models(repo):
+        if models and name not in models:
+            continue
+        manifest = read_manifest(repo / name)
+        reason = staleness(repo / name, manifest)
+        if reason is None:
+            continue
+        if rebuild and manifest is not None:
+            try:
+                spec = registry.get(str(manifest.get("metric")))
+                files = manifest.get("files") or {}
+                formats = [f for f, filename in FORMATS.items() if filename in files]
+                export_metric(
+                    spec, repo, manifest.get("params"), formats or tuple(FORMATS), name=name
+                )
+                log.info("re-exported %s: %s", name, reason)
+                continue
+            except Exception as exc:
+                reason = f"{reason}; re-export failed: {exc}"
+        log.warning(
+            "model %s is stale: %s; it is served as built. Re-export it with `cvscore export`",
+            name,
+            reason,
+        )
+        stale.append(name)
+    return stale
 
 
 # -- the server -----------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ from google.protobuf import text_format
 
 from cvscore.exporters import export_metric
 from cvscore.exporters.formats import FORMATS
-from cvscore.exporters.repository import TRITON_MAX_BATCH, sha256_file
+from cvscore.exporters.repository import TRITON_MAX_BATCH, sha256_file, staleness
 from cvscore.metrics import registry
 
 ONNX_TO_TRITON = {
@@ -171,3 +173,45 @@ def test_cli_export_with_params_and_errors(tmp_path: Path) -> None:
         assert message in proc.stderr
         assert "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_editing_a_helper_in_another_module_makes_dependents_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """yolo calls boxes.ciou, combo calls pixel.cross_entropy, both use _utils: an edit to
+    any of those must change their identity, re-export them and be reported by the server."""
+    from cvscore.server.app import ServerConfig, check_staleness, prepare_repository
+
+    repo = tmp_path / "repo"
+    names = ("yolo", "combo", "cycle_consistency")
+    for name in names:
+        assert not export_metric(registry.get(name), repo, formats=("onnx",)).skipped
+        assert export_metric(registry.get(name), repo, formats=("onnx",)).skipped
+    assert check_staleness(repo) == []
+
+    # the same package with one helper changed, as a developer's edit would leave it
+    edited = tmp_path / "metrics"
+    shutil.copytree(registry.SOURCE_ROOT, edited, ignore=shutil.ignore_patterns("__pycache__"))
+    utils = edited / "_utils.py"
+    source = utils.read_text()
+    assert "z = torch.exp(-x.abs())" in source
+    utils.write_text(source.replace("z = torch.exp(-x.abs())", "z = torch.exp(-torch.abs(x))"))
+    monkeypatch.setattr(registry, "SOURCE_ROOT", edited)
+
+    for name in names:
+        reason = staleness(repo / name)
+        assert reason is not None and "other definitions" in reason
+    with caplog.at_level(logging.WARNING, logger="cvscore.server.app"):
+        config = ServerConfig(repository=repo, export_missing=False)
+        prepare_repository(config, progress=False)
+    for name in names:  # not owning the repository: said at start-up, by name
+        assert f"model {name} is stale" in caplog.text
+    assert sorted(check_staleness(repo)) == sorted(names)
+    # owning it (the cache): re-exported in place, with the same formats
+    assert check_staleness(repo, rebuild=True) == []
+    for name in names:
+        assert staleness(repo / name) is None
+        assert set(json.loads((repo / name / "manifest.json").read_text())["files"]) == {
+            "model.onnx"
+        }
+        assert export_metric(registry.get(name), repo, formats=("onnx",)).skipped

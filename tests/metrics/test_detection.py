@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from cvscore.metrics import boxes, detection, registry
+from cvscore.server import runtimes
 
 from ..conftest import tol
 
@@ -155,3 +157,27 @@ def test_domain_errors_name_the_input() -> None:
         spec.check_inputs(x, {"box_weight": -0.05})
     with pytest.raises(ValueError, match="axis K of `class_logits` to be at least 1"):
         spec.check_inputs({**x, "class_logits": torch.zeros(4, 0)})
+
+
+@pytest.mark.parametrize("runtime", runtimes.RUNTIMES)
+def test_yolo_artifacts_survive_confident_objectness(zoo_repo: Path, runtime: str) -> None:
+    # Negative anchors (positive = 0): box = cls = 0 and obj = BCE(x, 0) = softplus(x), so
+    # objectness 12, 15, 20 gives 12.000006, 15.0000003, 20.000000002 (ONNX's
+    # Log(Sigmoid(-x)) gave 12.0057, 14.84, inf) and 40, 80 give 40 and 80.
+    logits = np.array([12.0, 15.0, 20.0, 40.0, 80.0, -80.0], dtype=np.float32)
+    n = len(logits)
+    box = np.tile(np.array([[0.0, 0.0, 2.0, 2.0]], dtype=np.float32), (n, 1))
+    inputs = {
+        "preds": box,
+        "target": box,
+        "objectness": logits,
+        "class_logits": np.full((n, 3), 80.0, dtype=np.float32),
+        "target_class": np.zeros(n, dtype=np.int64),
+        "positive": np.zeros(n, dtype=np.float32),
+    }
+    out = runtimes.load(zoo_repo, "yolo", runtime).run(inputs)["score"]
+    assert np.isfinite(out).all()
+    expected_obj = np.logaddexp(0.0, logits.astype(np.float64))
+    np.testing.assert_allclose(out[:, 2], expected_obj, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(out[:, 0], expected_obj, rtol=1e-6, atol=1e-12)
+    assert (out[:, 1] == 0).all() and (out[:, 3] == 0).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from cvscore.metrics import pixel, registry
+from cvscore.server import runtimes
 
 from ..conftest import DEVICES, tol
 
@@ -203,3 +205,20 @@ def test_empty_batch_scores_to_empty() -> None:
         assert out.shape == (0,)
     out = pixel.CrossEntropy()(torch.zeros(0, 3, 4), torch.zeros(0, 4, dtype=torch.long))
     assert out.shape == (0,)
+
+
+@pytest.mark.parametrize("runtime", runtimes.RUNTIMES)
+def test_balanced_bce_artifacts_survive_confident_logits(zoo_repo: Path, runtime: str) -> None:
+    # alpha = 0.5, target 1: loss = 0.5 softplus(-x). For x = -15, -17, -20 that is
+    # 0.5 (15 + log1p(e^-15)) = 7.5000001, 8.5000000, 10.0 (ONNX's Log(Sigmoid(x)) gave
+    # 7.42, 8.12, inf); for x = +20 it is 0.5 log1p(e^-20) = 1.03e-9 (ONNX gave NaN).
+    logits = np.array([[-15.0], [-17.0], [-20.0], [20.0], [-80.0], [80.0]], dtype=np.float32)
+    target = np.ones_like(logits)
+    expected = 0.5 * np.logaddexp(0.0, -logits.astype(np.float64))[:, 0]
+    model = runtimes.load(zoo_repo, "balanced_bce", runtime)
+    out = model.run({"preds": logits, "target": target})["score"]
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-12)
+    # negatives: 0.5 softplus(x), the mirror image
+    out = model.run({"preds": -logits, "target": np.zeros_like(logits)})["score"]
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-12)
