@@ -16,13 +16,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._utils import check_finite, check_positive, per_sample_mean
+from ._utils import check_finite, check_positive, per_sample_mean, softplus
 from .pixel import l1
 from .registry import MetricSpec, ParamSpec, TensorSpec, register
 
+# softplus is ``_utils.softplus`` (Exp, Log, Abs, Max, Where), not F.softplus: that exports
+# as ONNX's Softplus, which the ONNX operator set defines as log(exp(x) + 1) and leaves to
+# each runtime to evaluate stably (onnxruntime's CPU kernel does; the naive form is inf
+# from x ~ 89 and 0 below x ~ -17).
 FAMILY = "adversarial"
 REAL = TensorSpec("real", ("N", "P"), "float32", "discriminator logits on real samples")
 FAKE = TensorSpec("fake", ("N", "P"), "float32", "discriminator logits on generated samples")
@@ -40,7 +43,7 @@ def gan_minmax_d(real: Tensor, fake: Tensor) -> Tensor:
     ``F.binary_cross_entropy_with_logits`` with labels 1 for real and 0 for fake, summed.
     Some libraries halve it (the average of the two BCE terms). Goodfellow et al. 2014.
     """
-    return per_sample_mean(F.softplus(-real)) + per_sample_mean(F.softplus(fake))
+    return per_sample_mean(softplus(-real)) + per_sample_mean(softplus(fake))
 
 
 def gan_minmax_g(fake: Tensor) -> Tensor:
@@ -49,7 +52,7 @@ def gan_minmax_g(fake: Tensor) -> Tensor:
     The saturating form of the paper's value function: it is <= 0 and its gradient
     vanishes when the discriminator wins; see :func:`gan_nonsaturating_g`.
     """
-    return per_sample_mean(-F.softplus(fake))
+    return per_sample_mean(-softplus(fake))
 
 
 def gan_nonsaturating_g(fake: Tensor) -> Tensor:
@@ -58,7 +61,7 @@ def gan_nonsaturating_g(fake: Tensor) -> Tensor:
     BCE with logits against label 1, the heuristic of Goodfellow et al. 2014, §3, that
     most implementations (DCGAN, pix2pix) train with.
     """
-    return per_sample_mean(F.softplus(-fake))
+    return per_sample_mean(softplus(-fake))
 
 
 def lsgan_d(real: Tensor, fake: Tensor, a: float = 0.0, b: float = 1.0) -> Tensor:
@@ -164,6 +167,110 @@ def _sampler(*names: str):
     return sample
 
 
+def _choice(gen: torch.Generator, values: list[float], shape: list[int], dtype: torch.dtype):
+    table = torch.tensor(values, dtype=dtype)
+    return table[torch.randint(0, len(values), shape, generator=gen)]
+
+
+def _shape(sizes: Mapping[str, int]) -> list[int]:
+    if "P" in sizes:
+        return [sizes["N"], sizes["P"]]
+    return [sizes["N"], sizes["C"], sizes["H"], sizes["W"]]
+
+
+# Confident discriminator logits: ±15, ±40, ±80 and their neighbours (float32's
+# Log(Sigmoid(x)) overflows from |x| ~ 17 and Softplus loses digits from |x| ~ 15), a few
+# moderate ones so that a mean is not one term. A positive logit on a real sample is the
+# discriminator confidently right, on a generated one confidently wrong, and vice versa.
+_CONFIDENT = [-80.0, -40.0, -20.0, -17.0, -15.0, -2.0, 0.5, 15.0, 17.0, 20.0, 40.0, 80.0]
+
+
+def _sampler_extreme(kind: str, *names: str):
+    def sample(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+        shape = _shape(sizes)
+        n = shape[0]
+        if kind == "logistic":
+            # per sample: all confidently right, all confidently wrong, or mixed
+            mode = torch.randint(0, 3, (n, 1), generator=gen)
+            out = {}
+            for sign, name in zip((1.0, -1.0), ("real", "fake"), strict=True):
+                if name not in names:
+                    continue
+                mag = _choice(gen, [15.0, 17.0, 20.0, 40.0, 80.0], shape, dtype)
+                mixed = _choice(gen, _CONFIDENT, shape, dtype)
+                right, wrong = sign * mag, -sign * mag
+                out[name] = torch.where(mode == 0, right, torch.where(mode == 1, wrong, mixed))
+            return out
+        if kind == "least_squares":
+            # per sample: outputs at or next to the targets (a = 0, b = c = 1), confident
+            # logit-sized outputs, or far-off ones up to 1e6
+            bands = [[0.0, 1.0, 1e-6, 1.0 + 1e-6, 1.0 - 1e-6], [-80.0, -15.0, 15.0, 80.0]]
+            bands.append([-1e4, 1e4, 1e6, -1e6])
+            out = {}
+            for name in names:
+                band = torch.randint(0, len(bands), (n, 1), generator=gen)
+                value = torch.zeros(shape, dtype=dtype)
+                for index, values in enumerate(bands):
+                    value = torch.where(band == index, _choice(gen, values, shape, dtype), value)
+                out[name] = value
+            return out
+        if kind == "critic":
+            # unbounded critic scores from 1e-4 to 1e6, one sign and magnitude per sample
+            # (within a sample the scores vary by a factor 2, so no mean cancels)
+            out = {}
+            for name in names:
+                scale = _choice(gen, [-1e6, -1e2, -1.0, -1e-4, 1e-4, 1.0, 1e2, 1e4], [n, 1], dtype)
+                out[name] = scale * (1.0 + torch.rand(shape, generator=gen, dtype=dtype))
+            return out
+        # images: near-perfect reconstructions (errors 1e-7 to 1e-3), saturated ones
+        # (0 against 1) and 0-255 images with errors of 1 to 255
+        scale = _choice(gen, [1.0, 1.0, 255.0], [n, 1, 1, 1], dtype)
+        target = torch.rand(shape, generator=gen, dtype=dtype)
+        error = _choice(gen, [0.0, 1e-7, 1e-5, 1e-3, 1.0], shape, dtype)
+        saturated = (target > 0.5).to(dtype)
+        mode = torch.rand(n, 1, 1, 1, generator=gen) < 0.3
+        target = torch.where(mode, saturated, target) * scale
+        preds = torch.where(mode, (1.0 - saturated) * scale, target + error * scale)
+        return {"preds": preds, "target": target}
+
+    return sample
+
+
+def _sampler_degenerate(kind: str, *names: str):
+    def sample(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+        shape = _shape(sizes)
+        n = shape[0]
+        if kind == "images":
+            # perfect reconstructions (0) of random and of flat images, and flat against flat
+            target = torch.rand(shape, generator=gen, dtype=dtype)
+            flat = _choice(gen, [0.0, 0.5, 1.0], [n, 1, 1, 1], dtype).expand(shape)
+            mode = torch.randint(0, 3, (n, 1, 1, 1), generator=gen)
+            target = torch.where(mode == 0, target, flat)
+            preds = torch.where(mode == 2, 1.0 - flat, target)
+            return {"preds": preds.clone(), "target": target.clone()}
+        # every output of a sample the same value, the same for real and fake: the
+        # undecided discriminator (0) and other constants
+        level = _choice(gen, [0.0, 0.0, 1.0, -3.0, 2.5], [n, 1], dtype).expand(shape)
+        out = {name: level.clone() for name in names}
+        if kind == "least_squares":
+            # and every output at its target (a = 0 for fake, b = 1 for real; the generator's
+            # c = 1): a zero loss
+            optimum = torch.rand(n, 1, generator=gen) < 0.5
+            for name in names:
+                best = 0.0 if name == "fake" and "real" in names else 1.0
+                out[name] = torch.where(optimum, torch.full_like(level, best), level).clone()
+        return out
+
+    return sample
+
+
+def _regimes(kind: str, *names: str) -> dict[str, Any]:
+    return {
+        "extreme": _sampler_extreme(kind, *names),
+        "degenerate": _sampler_degenerate(kind, *names),
+    }
+
+
 def _validate_finite(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
     for name, tensor in inputs.items():
         check_finite(name, tensor)
@@ -175,7 +282,9 @@ def _validate_cycle(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> 
 
 
 # -- registry -----------------------------------------------------------------------------
-def _spec(name, module, functional, inputs, summary, paper, oracle, params=(), validate=None):
+def _spec(
+    name, module, functional, inputs, summary, paper, oracle, params=(), validate=None, kind=""
+):
     images = inputs[0].shape[-1] == "*"
     return register(
         MetricSpec(
@@ -190,6 +299,7 @@ def _spec(name, module, functional, inputs, summary, paper, oracle, params=(), v
             paper=paper,
             oracle=oracle,
             sample=_sampler(*(t.name for t in inputs)),
+            regimes=_regimes(kind, *(t.name for t in inputs)),
             summary=summary,
             validate=validate or _validate_finite,
             example_sizes={"N": 3, "C": 3, "H": 4, "W": 5} if images else {"N": 3, "P": 6},
@@ -207,6 +317,7 @@ _spec(
     "minimax GAN discriminator loss -log D(x) - log(1 - D(G(z)))",
     _GOODFELLOW,
     f"{_BCE} (labels 1 real, 0 fake)",
+    kind="logistic",
 )
 _spec(
     "gan_minmax_g",
@@ -216,6 +327,7 @@ _spec(
     "minimax (saturating) generator loss log(1 - D(G(z)))",
     _GOODFELLOW,
     f"-{_BCE} (label 0)",
+    kind="logistic",
 )
 _spec(
     "gan_nonsaturating_g",
@@ -225,6 +337,7 @@ _spec(
     "non-saturating generator loss -log D(G(z))",
     _GOODFELLOW,
     f"{_BCE} (label 1)",
+    kind="logistic",
 )
 _spec(
     "lsgan_d",
@@ -238,6 +351,7 @@ _spec(
         ParamSpec("a", 0.0, "target output for generated samples"),
         ParamSpec("b", 1.0, "target output for real samples"),
     ),
+    kind="least_squares",
 )
 _spec(
     "lsgan_g",
@@ -248,6 +362,7 @@ _spec(
     _MAO,
     "torch.nn.functional.mse_loss / 2",
     (ParamSpec("c", 1.0, "output the generator wants for its samples"),),
+    kind="least_squares",
 )
 _spec(
     "wgan_d",
@@ -257,6 +372,7 @@ _spec(
     "WGAN critic loss D(G(z)) - D(x)",
     _ARJOVSKY,
     "hand-worked means",
+    kind="critic",
 )
 _spec(
     "wgan_g",
@@ -266,6 +382,7 @@ _spec(
     "WGAN generator loss -D(G(z))",
     _ARJOVSKY,
     "hand-worked means",
+    kind="critic",
 )
 _spec(
     "cycle_consistency",
@@ -280,4 +397,5 @@ _spec(
     "10 * torch.nn.functional.l1_loss",
     (ParamSpec("weight", 10.0, "lambda, the cycle term's weight"),),
     _validate_cycle,
+    kind="images",
 )

@@ -21,6 +21,22 @@ SCORE = (TensorSpec("score", ("N",), "float32", "per-sample loss"),)
 
 
 # -- functional core ----------------------------------------------------------------------
+def _log1p(z: Tensor) -> Tensor:
+    """``log(1 + z)`` for ``z >= 0``, accurate in float32 after export.
+
+    ONNX has no Log1p: the exporter writes ``Log(1 + z)``, which is 0 once ``z < 6e-8`` and
+    off by up to 6e-8 absolute (5 % at z = 5e-7) below that. With ``u = 1 + z`` rounded,
+    ``log(u) · z / (u - 1)`` cancels the rounding (Goldberg 1991, Theorem 4); where ``u``
+    rounds to 1, ``log1p(z) = z`` to within ``z²/2``. The same trick as
+    ``_utils.log1p_exp_neg_abs``, for a general argument.
+    """
+    u = 1.0 + z
+    den = u - 1.0
+    tiny = den == 0
+    ratio = z / torch.where(tiny, torch.ones_like(den), den)
+    return torch.where(tiny, z, torch.log(u) * ratio)
+
+
 def wing(preds: Tensor, target: Tensor, w: float = 10.0, eps: float = 2.0) -> Tensor:
     """Wing loss per sample, summed over the sample's coordinates.
 
@@ -34,7 +50,7 @@ def wing(preds: Tensor, target: Tensor, w: float = 10.0, eps: float = 2.0) -> Te
     """
     x = (preds - target).abs()
     c = w - w * math.log(1.0 + w / eps)
-    loss = torch.where(x < w, w * torch.log1p(x / eps), x - c)
+    loss = torch.where(x < w, w * _log1p(x / eps), x - c)  # export-safe log1p
     return per_sample_sum(loss)
 
 
@@ -101,6 +117,70 @@ def _sample_ages(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dt
     return {"preds": preds, "target": target}
 
 
+def _choice(gen: torch.Generator, values: list[float], shape: list[int], dtype: torch.dtype):
+    table = torch.tensor(values, dtype=dtype)
+    return table[torch.randint(0, len(values), shape, generator=gen)]
+
+
+def _sample_landmarks_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    # errors from 1e-7 to 1e4: per sample all near 0, all near the default width w = 10
+    # (just inside, at, just beyond), all far beyond, or all of those side by side; on
+    # normalised ([0, 1)), pixel and 1e3-pixel coordinates (which hold the tiny errors only
+    # as far as float32 resolves them)
+    n, points = sizes["N"], sizes["L"]
+    shape = [n, points, 2]
+    scale = _choice(gen, [1.0, 1.0, 64.0, 1e3], [n, 1, 1], dtype)
+    target = torch.rand(shape, generator=gen, dtype=dtype) * scale
+    bands = [
+        [0.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3],
+        [10.0 - 1e-3, 10.0 - 1e-6, 10.0, 10.0 + 1e-6, 10.0 + 1e-3],
+        [1e2, 1e3, 1e4],
+        [0.0, 1e-7, 1e-5, 1e-3, 0.1, 2.0, 10.0 - 1e-3, 10.0, 10.0 + 1e-3, 1e2, 1e4],
+    ]
+    band = torch.randint(0, len(bands), (n, 1, 1), generator=gen)
+    error = torch.zeros(shape, dtype=dtype)
+    for index, values in enumerate(bands):
+        error = torch.where(band == index, _choice(gen, values, shape, dtype), error)
+    sign = torch.where(torch.rand(shape, generator=gen) < 0.5, -1.0, 1.0).to(dtype)
+    return {"preds": target + sign * error, "target": target}
+
+
+def _sample_landmarks_degenerate(
+    gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype
+):
+    # perfect predictions (0), and every error exactly at the width w = 10 of the default
+    n, points = sizes["N"], sizes["L"]
+    target = (torch.rand(n, points, 2, generator=gen, dtype=dtype) * 64).floor()
+    at_width = torch.rand(n, 1, 1, generator=gen) < 0.5
+    preds = torch.where(at_width, target + 10.0, target)
+    return {"preds": preds, "target": target}
+
+
+def _sample_ages_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    # very peaked age distributions: one age ahead of the rest by 15 to 80 (on logits
+    # shifted by up to 1e3), the target that age (confidently right), the farthest age
+    # (confidently wrong) or a half age next to it (the softmax term's age rounds half-even)
+    n, k = sizes["N"], sizes["K"]
+    lead = torch.randint(0, k, (n,), generator=gen)
+    margin = _choice(gen, [15.0, 40.0, 80.0], [n, 1], dtype)
+    onehot = F.one_hot(lead, k).to(dtype)
+    preds = torch.randn(n, k, generator=gen, dtype=dtype) + margin * onehot
+    preds = preds + _choice(gen, [0.0, 1e3, -1e3], [n, 1], dtype)
+    far = torch.where(lead < k / 2, k - 1, 0)
+    half = (lead.to(dtype) + 0.5).clamp(max=k - 1)
+    case = torch.randint(0, 3, (n,), generator=gen)
+    target = torch.where(case == 0, lead.to(dtype), torch.where(case == 1, far.to(dtype), half))
+    return {"preds": preds, "target": target}
+
+
+def _sample_ages_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    # all-equal logits (the uniform distribution) with the target at either end or inside
+    n, k = sizes["N"], sizes["K"]
+    preds = _choice(gen, [0.0, 7.5, -1e3], [n, 1], dtype).expand(n, k).clone()
+    target = _choice(gen, [0.0, float(k - 1), (k - 1) / 2], [n], dtype)
+    return {"preds": preds, "target": target}
+
+
 def _validate_wing(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
     check_positive("w", params["w"])
     check_positive("eps", params["eps"])
@@ -139,6 +219,10 @@ register(
         paper="Feng et al. 2018, Wing Loss, arXiv:1711.06753",
         oracle="numpy piecewise formula; hand-worked values at |x| = 0, w",
         sample=_sample_landmarks,
+        regimes={
+            "extreme": _sample_landmarks_extreme,
+            "degenerate": _sample_landmarks_degenerate,
+        },
         summary="wing loss summed over coordinates",
         validate=_validate_wing,
         example_sizes={"N": 3, "L": 5},
@@ -164,6 +248,7 @@ register(
         paper="Pan et al. 2018, Mean-Variance Loss for Deep Age Estimation (CVPR)",
         oracle="numpy re-implementation; hand-worked uniform distribution",
         sample=_sample_ages,
+        regimes={"extreme": _sample_ages_extreme, "degenerate": _sample_ages_degenerate},
         summary="softmax CE + mean loss + variance loss over ages",
         validate=_validate_ages,
         example_sizes={"N": 3, "K": 6},

@@ -84,6 +84,23 @@ def test_hand_worked_values() -> None:
     assert abs(g_sat.item()) < 1e-3 < abs(g_ns.item())
 
 
+def test_confident_logits_hand_worked() -> None:
+    # softplus(x) = x + log(1 + e^-x): at ±80 the loss is 80 + 1.8e-35 or 1.8e-35 itself,
+    # each to float32 precision (no inf, no 0 where the value is tiny but positive)
+    tiny = math.log1p(math.exp(-80.0))
+    x = torch.tensor([[80.0], [-80.0], [40.0], [-15.0]])
+    expected = [tiny, 80.0, math.log1p(math.exp(-40.0)), 15.0 + math.log1p(math.exp(-15.0))]
+    out = adversarial.gan_nonsaturating_g(x)
+    assert out.tolist() == pytest.approx(expected, rel=1e-6)
+    assert (out > 0).all()
+    # a confidently right discriminator (real +80, fake -80) and a confidently wrong one
+    right = adversarial.gan_minmax_d(torch.full((1, 3), 80.0), torch.full((1, 3), -80.0))
+    wrong = adversarial.gan_minmax_d(torch.full((1, 3), -80.0), torch.full((1, 3), 80.0))
+    assert right.item() == pytest.approx(2 * tiny, rel=1e-6)
+    assert wrong.item() == pytest.approx(160.0, rel=1e-6)
+    assert adversarial.gan_minmax_g(torch.full((1, 2), -80.0)).item() == pytest.approx(-tiny)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_empty_batch(name: str) -> None:
     spec = registry.get(name)

@@ -138,6 +138,32 @@ def test_cosine_similarity_matches_functional(dtype: torch.dtype) -> None:
     assert registry.get("cosine_similarity").higher_is_better
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_norms_neither_overflow_nor_underflow(dtype: torch.dtype) -> None:
+    # squaring first overflows float32 from norms ~1.8e19: the distance was inf, the
+    # cosine 0 (x / inf), in every runtime. Norms are scaled by max |x| first.
+    big, tiny = 1e20, 1e-20
+    u = torch.tensor([[3.0, 4.0]], dtype=dtype)
+    v = torch.tensor([[4.0, -3.0]], dtype=dtype)
+    # d(a, p) = 10 · 5e20 = 5e21 (eps is below float32's resolution there), d(a, n) = 0
+    out = embeddings.triplet(big * u, -big * u * 9, big * u, margin=1.0)
+    assert out.item() == pytest.approx(5e21, rel=1e-6)
+    for scale in (big, tiny, 1.0):
+        cos = embeddings.cosine_similarity(scale * u, scale * (u + v), eps=1e-30)
+        assert cos.item() == pytest.approx(2**-0.5, rel=1e-6)  # (3, 4) vs (7, 1): 25 / (5 √50)
+    # F.normalize's convention below the eps: x / eps; zero stays zero
+    x = torch.tensor([[0.0, 0.0], [3e-13, 4e-13], [3e19, 4e19]], dtype=dtype)
+    expected = torch.tensor([[0.0, 0.0], [0.3, 0.4], [0.6, 0.8]], dtype=dtype)
+    torch.testing.assert_close(embeddings._normalize(x, 1e-12), expected, **tol(dtype))
+    # CosFace with a class weight of norm 1e20 and an embedding of norm 1e-10: the same loss
+    # as with unit vectors
+    w = torch.eye(2, dtype=dtype)
+    unit = embeddings.cosface(u / 5, torch.tensor([0]), w, s=1.0, m=0.5)
+    w_big = w * torch.tensor([[big], [1.0]], dtype=dtype)
+    scaled = embeddings.cosface(1e-10 * u / 5, torch.tensor([0]), w_big, s=1.0, m=0.5)
+    torch.testing.assert_close(scaled, unit, **tol(dtype))
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_empty_batch(name: str) -> None:
     spec = registry.get(name)

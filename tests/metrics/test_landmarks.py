@@ -47,6 +47,22 @@ def test_wing_hand_worked() -> None:
     assert near.item() == pytest.approx(10 * math.log(6))
 
 
+def test_wing_log1p_is_accurate_in_export_safe_operators() -> None:
+    # ONNX has no Log1p: Log(1 + z) is 0 below z ~ 6e-8 and 5 % off at 5e-7, so the Wing
+    # loss of 68 near-perfect landmarks was 5 % off (100 % at errors of 1e-7) in ONNX
+    # Runtime. The form used instead is accurate in float32 with Log alone.
+    z = torch.logspace(-30, 4, 400, dtype=torch.float32)
+    expected = np.log1p(z.double().numpy())
+    np.testing.assert_allclose(landmarks._log1p(z).double().numpy(), expected, rtol=3e-7)
+    assert landmarks._log1p(torch.zeros(1)).item() == 0.0
+    # near-perfect predictions of 68 landmarks: 10 ln(1 + |x| / 2) per coordinate
+    target = torch.rand(2, 68, 2, generator=_gen(4))
+    preds = target + 1e-6
+    d = (preds.double() - target.double()).abs().numpy()
+    expected = (10 * np.log1p(d / 2)).reshape(2, -1).sum(1)
+    np.testing.assert_allclose(landmarks.wing(preds, target).numpy(), expected, rtol=1e-6)
+
+
 def _mean_variance_np(logits: np.ndarray, y: np.ndarray, l1: float, l2: float) -> np.ndarray:
     z = logits - logits.max(1, keepdims=True)
     p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
