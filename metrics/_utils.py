@@ -28,20 +28,23 @@ def per_sample_sum(x: Tensor) -> Tensor:
 # LogSigmoid operator: the exporter turns ``log1p(z)`` into ``Log(1 + z)`` (0 once z < 6e-8)
 # and ``logsigmoid(x)`` into ``Log(Sigmoid(x))`` (-inf once sigmoid underflows, NaN in some
 # gradients). Everything below uses only Exp, Log, Abs, Min/Max, Where and arithmetic.
-def log1p_exp_neg_abs(x: Tensor) -> Tensor:
-    """``log(1 + exp(-|x|))``, accurate in float32 for every x, in export-safe operators.
+def log1p(z: Tensor) -> Tensor:
+    """``log(1 + z)`` for ``z > -1``, accurate in float32 in export-safe operators.
 
-    With ``z = exp(-|x|)`` and ``u = 1 + z`` (rounded), ``log(u) · z / (u - 1)`` cancels the
-    rounding of ``u`` (Goldberg 1991, "What every computer scientist should know about
-    floating-point arithmetic", Theorem 4); where ``u`` rounds to 1, ``log1p(z) = z`` to
-    within ``z²/2``.
+    With ``u = 1 + z`` (rounded), ``log(u) · z / (u - 1)`` cancels the rounding of ``u``
+    (Goldberg 1991, "What every computer scientist should know about floating-point
+    arithmetic", Theorem 4); where ``u`` rounds to 1, ``log1p(z) = z`` to within ``z²/2``.
     """
-    z = torch.exp(-x.abs())
     u = 1.0 + z
     den = u - 1.0
     tiny = den == 0
     ratio = z / torch.where(tiny, torch.ones_like(den), den)
     return torch.where(tiny, z, torch.log(u) * ratio)
+
+
+def log1p_exp_neg_abs(x: Tensor) -> Tensor:
+    """``log(1 + exp(-|x|))``, accurate in float32 for every x, in export-safe operators."""
+    return log1p(torch.exp(-x.abs()))
 
 
 def softplus(x: Tensor) -> Tensor:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._utils import check_finite, check_positive, per_sample_sum
+from ._utils import check_finite, check_positive, log1p, per_sample_sum
 from .registry import MetricSpec, ParamSpec, TensorSpec, register
 
 FAMILY = "landmarks"
@@ -21,22 +21,6 @@ SCORE = (TensorSpec("score", ("N",), "float32", "per-sample loss"),)
 
 
 # -- functional core ----------------------------------------------------------------------
-def _log1p(z: Tensor) -> Tensor:
-    """``log(1 + z)`` for ``z >= 0``, accurate in float32 after export.
-
-    ONNX has no Log1p: the exporter writes ``Log(1 + z)``, which is 0 once ``z < 6e-8`` and
-    off by up to 6e-8 absolute (5 % at z = 5e-7) below that. With ``u = 1 + z`` rounded,
-    ``log(u) · z / (u - 1)`` cancels the rounding (Goldberg 1991, Theorem 4); where ``u``
-    rounds to 1, ``log1p(z) = z`` to within ``z²/2``. The same trick as
-    ``_utils.log1p_exp_neg_abs``, for a general argument.
-    """
-    u = 1.0 + z
-    den = u - 1.0
-    tiny = den == 0
-    ratio = z / torch.where(tiny, torch.ones_like(den), den)
-    return torch.where(tiny, z, torch.log(u) * ratio)
-
-
 def wing(preds: Tensor, target: Tensor, w: float = 10.0, eps: float = 2.0) -> Tensor:
     """Wing loss per sample, summed over the sample's coordinates.
 
@@ -50,7 +34,7 @@ def wing(preds: Tensor, target: Tensor, w: float = 10.0, eps: float = 2.0) -> Te
     """
     x = (preds - target).abs()
     c = w - w * math.log(1.0 + w / eps)
-    loss = torch.where(x < w, w * _log1p(x / eps), x - c)  # export-safe log1p
+    loss = torch.where(x < w, w * log1p(x / eps), x - c)  # export-safe log1p
     return per_sample_sum(loss)
 
 

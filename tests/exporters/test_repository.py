@@ -194,8 +194,8 @@ def test_editing_a_helper_in_another_module_makes_dependents_stale(
     shutil.copytree(registry.SOURCE_ROOT, edited, ignore=shutil.ignore_patterns("__pycache__"))
     utils = edited / "_utils.py"
     source = utils.read_text()
-    assert "z = torch.exp(-x.abs())" in source
-    utils.write_text(source.replace("z = torch.exp(-x.abs())", "z = torch.exp(-torch.abs(x))"))
+    assert "u = 1.0 + z" in source
+    utils.write_text(source.replace("u = 1.0 + z", "u = z + 1.0"))
     monkeypatch.setattr(registry, "SOURCE_ROOT", edited)
 
     for name in names:
