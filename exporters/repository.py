@@ -269,8 +269,15 @@ def export_metric(
         "params": resolved,
         "identity": identity,
         "higher_is_better": spec.higher_is_better,
+        # "shape" is what every artifact takes; "declared_shape" is the spec's, where a
+        # trailing "*" (any trailing axes) is flattened into the one axis "S"
         "inputs": [
-            {"name": t.name, "shape": list(t.canonical_shape), "dtype": t.dtype}
+            {
+                "name": t.name,
+                "shape": list(t.canonical_shape),
+                "declared_shape": list(t.shape),
+                "dtype": t.dtype,
+            }
             for t in spec.inputs
         ],
         "outputs": [
