@@ -211,8 +211,12 @@ class VGGFeatures(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.requires_grad_(False)
         self.normalize = bool(normalize)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        # float64 buffers, cast to the input's dtype in forward: a float32 buffer would carry
+        # 0.485 rounded to float32 (a 1e-8 relative error) into a float64 module
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
 
     def min_size(self) -> int:
         """Smallest H, W for an exported graph: every pooled map must stay at least 2x2."""
@@ -220,7 +224,7 @@ class VGGFeatures(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         if self.normalize:
-            x = (x - self.mean) / self.std
+            x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         taps: list[Tensor] = []
         for block in self.blocks:
             x = block(x)

@@ -23,8 +23,8 @@ from ..conftest import tol
 # narrow VGG16: torchvision's layout and indices, a fraction of its widths
 WIDTHS16 = [4, 4, 8, 8, 8, 8, 8, 16, 16, 16, 16, 16, 16]
 WIDTHS19 = [3, 3, 4, 4, 6, 6, 6, 6, 8, 8, 8, 8, 8, 8, 8, 8]
-MEAN = torch.tensor(_vgg.IMAGENET_MEAN).view(1, 3, 1, 1)
-STD = torch.tensor(_vgg.IMAGENET_STD).view(1, 3, 1, 1)
+MEAN = torch.tensor(_vgg.IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+STD = torch.tensor(_vgg.IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
 NAMES = ("perceptual", "style", "texture", "topology")
 
 

@@ -129,6 +129,77 @@ def test_ssim_hand_worked() -> None:
     torch.testing.assert_close(images.SSIM(data_range=255.0)(255 * x, 255 * y), images.SSIM()(x, y))
 
 
+def _contrast_cases(n: int, c: int, h: int, w: int, seed: int) -> dict[str, tuple]:
+    """float32 image pairs at the extremes of contrast, [N, C, H, W]."""
+    g = _gen(seed)
+    level = torch.rand(n, c, 1, 1, generator=g)
+    other = torch.rand(n, c, 1, 1, generator=g)
+    checker = ((torch.arange(h)[:, None] + torch.arange(w)[None, :]) % 2).float()
+    checker = checker.expand(n, c, h, w)
+    noise = torch.randn(n, c, h, w, generator=g)
+    return {
+        # flat against flat (different levels and the same level)
+        "flat": (level.expand(n, c, h, w), other.expand(n, c, h, w)),
+        "flat, equal": (level.expand(n, c, h, w), level.expand(n, c, h, w).clone()),
+        # values within 1e-3 of a constant
+        "low contrast": (
+            level + 1e-3 * torch.rand(n, c, h, w, generator=g),
+            level + 1e-3 * torch.rand(n, c, h, w, generator=g),
+        ),
+        # 0/1 checkerboards: against their inverse and against a noisy copy
+        "high contrast": (checker, 1.0 - checker),
+        "high contrast, noisy": (checker, (checker + 0.1 * noise).clamp(0, 1)),
+    }
+
+
+def _skimage_ssim(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    return np.array(
+        [
+            structural_similarity(
+                xi,
+                yi,
+                channel_axis=0,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+                data_range=1.0,
+            )
+            for xi, yi in zip(x.double().numpy(), y.double().numpy(), strict=True)
+        ]
+    )
+
+
+def _msssim_float64(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    # pytorch-msssim's own window is float32; a float64 one makes it float64 throughout
+    d = torch.arange(11, dtype=torch.float64) - 5
+    g = torch.exp(-(d**2) / (2 * 1.5**2))
+    win = (g / g.sum()).view(1, 1, 1, 11).repeat(x.shape[1], 1, 1, 1)
+    out = msssim_ms_ssim(x.double(), y.double(), data_range=1.0, size_average=False, win=win)
+    return out.numpy()
+
+
+@pytest.mark.parametrize("case", ["flat", "flat, equal", "low contrast", "high contrast",
+                                  "high contrast, noisy"])  # fmt: skip
+def test_ssim_float32_on_flat_and_extreme_contrast_matches_scikit_image(case: str) -> None:
+    # Issue 14, finding 5: σ² = blur(x² + y²) - μ² cancelled in float32 (7e-5 off on flat
+    # images, against C2 = 9e-4); the moments are now taken about each image's mean.
+    x, y = _contrast_cases(3, 2, 40, 37, 21)[case]
+    out = images.SSIM()(x, y)
+    assert out.dtype == torch.float32
+    np.testing.assert_allclose(out.double().numpy(), _skimage_ssim(x, y), rtol=0, atol=1e-5)
+    # "same" padding: the zero border corrected for the shift, against a direct 2-D filter
+    same = images.SSIM(padding="same")(x, y).double().numpy()
+    ref = _numpy_ssim(x.double().numpy(), y.double().numpy(), 11, 1.5, "same")
+    np.testing.assert_allclose(same, ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["flat", "low contrast", "high contrast, noisy"])
+def test_ms_ssim_float32_on_flat_and_extreme_contrast(case: str) -> None:
+    x, y = _contrast_cases(2, 2, 161, 170, 22)[case]
+    out = images.MSSSIM()(x, y)
+    np.testing.assert_allclose(out.double().numpy(), _msssim_float64(x, y), rtol=0, atol=1e-5)
+
+
 # -- PSNR ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
