@@ -110,7 +110,7 @@ def test_model_names_cannot_escape_the_repository(tmp_path: Path) -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cvscore.client.cli", *args], capture_output=True, text=True
+        [sys.executable, "-m", "cvscore.cli", *args], capture_output=True, text=True
     )
 
 
