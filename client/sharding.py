@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 
-from ..metrics.aggregators import load_state
+from ..metrics.states import load_state
 from ..v1 import scoring_pb2 as pb
 from .convert import batch_message, evaluate_options, evaluate_result, progress_bar
 from .results import CvscoreError, EvaluateResult, Statistics, Timing

@@ -88,7 +88,7 @@ def segmentation(
 ) -> Result:
     from tqdm import tqdm
 
-    from ..metrics.aggregators import SegmentationAggregator, iou_from_confusion
+    from ..metrics.states import SegmentationAggregator, iou_from_confusion
 
     k, ignore = int(params["num_classes"]), int(params["ignore_index"])
     if k < 2:
@@ -115,7 +115,7 @@ def retrieval(
 ) -> Result:
     from tqdm import tqdm
 
-    from ..metrics.aggregators import RetrievalAggregator
+    from ..metrics.states import RetrievalAggregator
 
     if batch_size < 1:
         raise DataError(f"Expected a positive batch size, got {batch_size}")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .aggregators import check_same_config, dump_npz, load_npz
+from .state_format import check_same_config, dump_npz, load_npz
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .aggregators import RetrievalAggregator, check_ks
 from .registry import MetricSpec, ParamSpec, TensorSpec, register
+from .states import RetrievalAggregator, check_ks
 
 FAMILY = "dataset"
 METRICS = ("cosine", "euclidean")

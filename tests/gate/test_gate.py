@@ -153,13 +153,16 @@ def test_broken_gate_exits_2_naming_every_problem(repo: Path, tmp_path: Path) ->
     root = ET.parse(tmp_path / "o" / "junit.xml").getroot()
     cases = root.findall("testsuite/testcase")
     errors = [c.find("error") for c in cases]
-    assert len(cases) == len(expected) == int(root.get("errors", "-1"))
+    (count,) = re.findall(r"(\d+) configuration problems", result.stderr)
+    assert len(cases) == int(count) == int(root.get("errors", "-1")) >= len(expected)
     assert all(e is not None for e in errors) and int(root.get("failures", "-1")) == 0
     texts = [e.text or "" for e in errors if e is not None]
     for pattern in expected:
         assert any(re.search(pattern, text) for text in texts), (pattern, texts)
     summary = (tmp_path / "o" / "summary.md").read_text()
-    assert summary.startswith("## ⚠️ cvscore gate `broken` could not be evaluated: 11 problems")
+    assert summary.startswith(
+        f"## ⚠️ cvscore gate `broken` could not be evaluated: {count} problems"
+    )
     assert "broken.toml:39` | `checks[2].max_drop` |" in summary
     assert not (tmp_path / "o" / "report.json").exists()  # no figures: nothing ran
 
@@ -276,3 +279,53 @@ def test_regression_uses_the_baseline_direction_and_relative_drop() -> None:
     assert not results[0].passed and results[0].measured == 0.15 and results[0].delta == -0.15
     # b: lower is better, 2.0 -> 2.4 is a drop of 0.4 <= 0.5
     assert results[1].passed and results[1].measured == 0.4
+
+
+def test_gate_server_needs_export_for_gate_then_matches_in_process(
+    passed: Path, tmp_path: Path
+) -> None:
+    """A repository built with `cvscore export` lacks the gate's parameterised variants: the
+    gate says which and how to export them (exit 2); after `cvscore export --for-gate` the
+    gate through the server exits 0 with the in-process figures."""
+    from cvscore.exporters.naming import variant_name
+    from cvscore.server.app import BackgroundServer, ServerConfig
+
+    def cvscore(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "cvscore.cli", *args],
+            capture_output=True, text=True, cwd=ROOT, timeout=600,
+        )  # fmt: skip
+
+    served = tmp_path / "served"
+    # the plain export (the metrics the gate uses; the whole zoo would only take longer)
+    plain = cvscore("export", "coco_map", "mean_iou", "psnr", "ssim", "recall_at_k",
+                    "--out", str(served), "--formats", "onnx")  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    wanted = [
+        variant_name("mean_iou", {"num_classes": 4, "ignore_index": 255}),
+        variant_name("recall_at_k", {"ks": [1.0, 5.0]}),
+    ]
+    assert all(re.fullmatch(r"[a-z_]+-[0-9a-f]{12}", name) for name in wanted), wanted
+    gate_file = str(EXAMPLES / "pass.toml")
+    with BackgroundServer(ServerConfig(served, port=0, runtime="onnx")) as server:
+        lacking = cvscore("gate", gate_file, "--server", server.address, "--quiet",
+                          "--out", str(tmp_path / "lacking"))  # fmt: skip
+    assert lacking.returncode == 2, lacking.stderr
+    assert "Traceback" not in lacking.stderr
+    for name in wanted:
+        assert name in lacking.stderr
+    assert f"cvscore export --for-gate {gate_file}" in lacking.stderr
+    errors = ET.parse(tmp_path / "lacking" / "junit.xml").getroot().findall(".//error")
+    assert sorted(e.text.split(": ")[1] for e in errors if e.text) == sorted(wanted)
+
+    for_gate = cvscore("export", "--for-gate", gate_file, "--out", str(served), "--formats", "onnx")
+    assert for_gate.returncode == 0, for_gate.stderr
+    assert all((served / name / "manifest.json").is_file() for name in wanted)
+    with BackgroundServer(ServerConfig(served, port=0, runtime="onnx")) as server:
+        remote = cvscore("gate", gate_file, "--server", server.address, "--quiet",
+                         "--out", str(tmp_path / "remote"))  # fmt: skip
+    assert remote.returncode == 0, remote.stderr
+    report = json.loads((tmp_path / "remote" / "report.json").read_text())
+    in_process = json.loads((passed / "report.json").read_text())
+    assert report["figures"] == in_process["figures"]
+    assert report["artifacts"]["masks/mean_iou"]["model"] == wanted[0]
