@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import repository
+from .errors import CliError
 
 
 def add_parser(sub: Any) -> None:
@@ -75,27 +76,35 @@ def run(args: argparse.Namespace) -> int:
     def path(value: str | None) -> Path | None:
         return Path(value) if value else None
 
-    config = ServerConfig(
-        repository=repository(args),
-        host=args.host,
-        port=args.port,
-        device=args.device,
-        runtime=args.runtime,
-        models=parse_models(args.models),
-        export_missing=not args.repository,
-        max_batch_size=1 if args.no_batching else args.max_batch_size,
-        max_queue_delay_us=0 if args.no_batching else args.max_queue_delay_us,
-        max_queue_size=args.max_queue_size,
-        max_message_mb=args.max_message_mb,
-        align=args.align,
-        workers=args.workers,
-        grace_s=args.grace_s,
-        tls_cert=path(args.tls_cert),
-        tls_key=path(args.tls_key),
-        tls_client_ca=path(args.tls_client_ca),
-        auth_tokens_file=path(args.auth_tokens_file),
-        health_port=args.health_port,
-        metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host,
-    )
-    return main(config, progress=not args.no_progress)
+    try:
+        config = ServerConfig(
+            repository=repository(args),
+            host=args.host,
+            port=args.port,
+            device=args.device,
+            runtime=args.runtime,
+            models=parse_models(args.models),
+            export_missing=not args.repository,
+            max_batch_size=1 if args.no_batching else args.max_batch_size,
+            max_queue_delay_us=0 if args.no_batching else args.max_queue_delay_us,
+            max_queue_size=args.max_queue_size,
+            max_message_mb=args.max_message_mb,
+            align=args.align,
+            workers=args.workers,
+            grace_s=args.grace_s,
+            tls_cert=path(args.tls_cert),
+            tls_key=path(args.tls_key),
+            tls_client_ca=path(args.tls_client_ca),
+            auth_tokens_file=path(args.auth_tokens_file),
+            health_port=args.health_port,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+        )
+    except ValueError as exc:  # a flag out of range, half a TLS pair
+        raise CliError(str(exc)) from exc
+    try:
+        return main(config, progress=not args.no_progress)
+    except (ValueError, OSError) as exc:
+        # What the server reports while starting: unreadable TLS or token files, a port
+        # in use. (--debug shows the traceback.)
+        raise CliError(str(exc)) from exc
