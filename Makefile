@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-PKG_DIRS := metrics exporters server client
+PKG_DIRS := metrics exporters server client evaluate gate cli
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint typecheck pytest bench clean

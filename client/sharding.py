@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 
+from ..metrics.states import load_state
 from ..v1 import scoring_pb2 as pb
+from .convert import batch_message, evaluate_options, evaluate_result, progress_bar
+from .results import CvscoreError, EvaluateResult, Statistics, Timing
 
 if TYPE_CHECKING:
-    from .client import Client, EvaluateResult, Statistics
+    from .client import Client
 
 _DONE = object()
 
@@ -44,13 +47,7 @@ def evaluate_sharded(
     progress: bool,
     timeout: float | None,
 ) -> EvaluateResult:
-    from .client import RUNTIMES, CvscoreError, _check_choice, _evaluate_result, _progress, encode
-
-    options = pb.EvaluateRequest(
-        metric=metric,
-        runtime=_check_choice("runtime", runtime, RUNTIMES),
-        return_scores=return_scores,
-    )
+    options = evaluate_options(metric, runtime, return_scores)
     stubs = client._stubs
     queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=4) for _ in stubs]
     responses: list[pb.EvaluateResponse | None] = [None] * len(stubs)
@@ -59,7 +56,7 @@ def evaluate_sharded(
     def messages(q: queue.Queue[Any]) -> Iterable[pb.EvaluateRequest]:
         yield options
         while (batch := q.get()) is not _DONE:
-            yield pb.EvaluateRequest(inputs=[encode(k, v) for k, v in batch.items()])
+            yield batch_message(batch)
 
     def stream(i: int) -> None:
         try:
@@ -72,7 +69,7 @@ def evaluate_sharded(
         w.start()
     rows: list[int] = []  # per batch, to put per-sample scores back in dataset order
     try:
-        for i, batch in enumerate(_progress(batches, progress, metric)):
+        for i, batch in enumerate(progress_bar(batches, progress, metric)):
             if errors:
                 break
             first = next(iter(batch.values()), None)
@@ -85,14 +82,11 @@ def evaluate_sharded(
             w.join()
     if errors:
         raise errors[0]
-    parts = [_evaluate_result(r) for r in responses if r is not None]
-    registered = client.describe(metric).metric if any(p.aggregator_state for p in parts) else ""
-    return merge_results(parts, registered, rows if return_scores else None)
+    parts = [evaluate_result(r) for r in responses if r is not None]
+    return merge_results(parts, rows=rows if return_scores else None)
 
 
 def _merge_statistics(stats: Sequence[Statistics]) -> Statistics:
-    from .client import Statistics
-
     count = sum(s.count for s in stats)
     total = functools.reduce(np.add, (np.asarray(s.sum, dtype=np.float64) for s in stats))
     nans = functools.reduce(np.add, (np.asarray(s.nan_count) for s in stats))
@@ -120,12 +114,10 @@ def merge_results(
 ) -> EvaluateResult:
     """One result from several streams' results over disjoint parts of a dataset.
 
-    ``metric`` is the registered metric (needed to merge dataset-metric states); ``rows``
-    the batch sizes in dataset order when per-sample scores were dealt round-robin.
+    ``metric``, when given, is the registered metric the states must belong to; ``rows``
+    are the batch sizes in dataset order when per-sample scores were dealt round-robin. Dataset-metric states are merged by the kind their header names, with the
+    numpy aggregators of ``cvscore.metrics.aggregators`` (no torch, no registry).
     """
-    from ..metrics import registry
-    from .client import EvaluateResult, Timing
-
     if not parts:
         raise ValueError("Expected at least one result to merge")
     names = list(parts[0].statistics)
@@ -143,10 +135,10 @@ def merge_results(
     figures: dict[str, float] = {}
     state = b""
     if any(p.aggregator_state for p in parts):
-        cls: Any = registry.get(metric).aggregator
-        if cls is None:
-            raise ValueError(f"Metric `{metric}` has no aggregator to merge states with")
-        states = [cls.from_bytes(p.aggregator_state) for p in parts if p.aggregator_state]
+        states: list[Any] = [load_state(p.aggregator_state) for p in parts if p.aggregator_state]
+        wrong = sorted({s.metric for s in states if metric and s.metric != metric})
+        if wrong:
+            raise ValueError(f"Expected `{metric}` aggregator states, got {wrong}")
         merged = functools.reduce(lambda a, b: a.merge(b), states)
         figures = {k: float(v) for k, v in merged.compute().items()}
         state = merged.to_bytes()

@@ -19,7 +19,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,20 +30,15 @@ import torch
 from .. import __version__
 from ..metrics import registry
 from ..metrics.registry import MetricSpec, TensorSpec
+from ..wire import TRITON_DTYPES
 from . import formats as fmt
+from .naming import variant_name
 
 log = logging.getLogger(__name__)
 
 VERSION = "1"
 MANIFEST = "manifest.json"
 CONFIG = "config.pbtxt"
-TRITON_DTYPES = {
-    "float32": "TYPE_FP32",
-    "float64": "TYPE_FP64",
-    "int64": "TYPE_INT64",
-    "int32": "TYPE_INT32",
-    "bool": "TYPE_BOOL",
-}
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -216,9 +211,12 @@ def export_metric(
     force: bool = False,
     name: str | None = None,
 ) -> ExportResult:
-    """Write one model's artifacts, config and manifest; skip when nothing changed."""
+    """Write one model's artifacts, config and manifest; skip when nothing changed.
+
+    The model is named by :func:`~.naming.variant_name` unless ``name`` says otherwise.
+    """
     start = time.perf_counter()
-    name = check_model_name(name or spec.name)
+    name = check_model_name(name or variant_name(spec, params))
     unknown = [f for f in formats if f not in fmt.FORMATS]
     if unknown:
         raise ValueError(f"Expected formats from {sorted(fmt.FORMATS)}, got {unknown}")
@@ -350,10 +348,3 @@ def list_models(repo: Path) -> list[str]:
     if not repo.is_dir():
         return []
     return sorted(p.name for p in repo.iterdir() if (p / MANIFEST).is_file())
-
-
-def iter_manifests(repo: Path) -> Iterable[tuple[str, dict[str, Any]]]:
-    for name in list_models(repo):
-        manifest = read_manifest(repo / name)
-        if manifest is not None:
-            yield name, manifest

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -94,20 +93,11 @@ def check_unit_interval(name: str, x: Tensor) -> None:
         )
 
 
-def shape_of(sizes: Mapping[str, int], axes: Sequence[str]) -> list[int]:
-    return [int(sizes[a]) for a in axes]
-
-
 def as_weight(values: Sequence[float] | None) -> Tensor:
     """Class weights as a buffer; an empty tensor means "no weights"."""
     if values is None:
         return torch.empty(0)
     return torch.tensor([float(v) for v in values], dtype=torch.float32)
-
-
-def param_list(params: Mapping[str, Any], key: str) -> list[float] | None:
-    value = params.get(key)
-    return None if value is None else [float(v) for v in value]
 
 
 def check_binary(name: str, x: Tensor) -> None:

@@ -17,72 +17,33 @@ Usage, whatever the metric::
         agg.update(runtime.run(batch), batch)
     total = agg.merge(type(agg).from_bytes(other_server_state))
     figures = total.compute()          # dict[str, float]
+
+The state format (:mod:`.state_format`), the host halves (:mod:`.states`, :mod:`.coco_eval`)
+import numpy only, never torch: a state's header names its kind, and
+:func:`.states.load_state` rebuilds the aggregator from the bytes alone, which is how
+``cvscore.client`` merges the states of several servers without the metric definitions.
+This module adds :func:`create`, which needs the registry.
 """
 
 from __future__ import annotations
 
-import io
-import json
-from collections.abc import Mapping
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any
 
-import numpy as np
-
-FORMAT_KEY = "__aggregator__"
-
-
-@runtime_checkable
-class Aggregator(Protocol):
-    """The state of one dataset metric: updated per batch, merged, serialised, computed."""
-
-    metric: str
-
-    def update(self, outputs: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray]) -> None:
-        """Fold one batch: the graph's ``outputs`` and the ``inputs`` it was run on."""
-        ...
-
-    def merge(self, other: Self) -> Self:
-        """A new state holding both; neither operand is modified."""
-        ...
-
-    def to_bytes(self) -> bytes: ...
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self: ...
-
-    def compute(self) -> dict[str, float]: ...
-
-
-def dump_npz(kind: str, config: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> bytes:
-    """Deterministic ``.npz`` bytes: a JSON header (kind, config) plus named arrays."""
-    header = json.dumps({"kind": kind, "config": dict(config)}, sort_keys=True)
-    buf = io.BytesIO()
-    named: dict[str, Any] = {FORMAT_KEY: np.frombuffer(header.encode(), dtype=np.uint8)}
-    named.update(arrays)
-    np.savez(buf, **named)
-    return buf.getvalue()
-
-
-def load_npz(kind: str, data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Inverse of :func:`dump_npz`; refuses another aggregator's state."""
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"Expected an aggregator state (.npz bytes), got {exc}") from None
-    if FORMAT_KEY not in arrays:
-        raise ValueError("Expected an aggregator state, got an .npz without a header")
-    header = json.loads(arrays.pop(FORMAT_KEY).tobytes().decode())
-    if header.get("kind") != kind:
-        raise ValueError(f"Expected a `{kind}` aggregator state, got `{header.get('kind')}`")
-    return header["config"], arrays
-
-
-def check_same_config(kind: str, mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> None:
-    if dict(mine) != dict(theirs):
-        raise ValueError(
-            f"Cannot merge `{kind}` states with different parameters: {dict(mine)} vs {dict(theirs)}"
-        )
+from .state_format import (  # noqa: F401 - the state format, re-exported
+    FORMAT_KEY,
+    Aggregator,
+    check_same_config,
+    dump_npz,
+    load_npz,
+    state_kind,
+)
+from .states import (  # noqa: F401 - the host halves, re-exported
+    RetrievalAggregator,
+    SegmentationAggregator,
+    check_ks,
+    iou_from_confusion,
+    load_state,
+)
 
 
 def create(metric: str, **params: Any) -> Aggregator:

@@ -621,7 +621,7 @@ register(
         outputs=(TensorSpec("score", ("N",), "float32", "per-pair cosine similarity"),),
         params=(ParamSpec("eps", 1e-8, "lower bound on each norm; > 0"),),
         higher_is_better=True,
-        paper="-",
+        paper="Nguyen & Bai 2010, Cosine Similarity Metric Learning for Face Verification, ACCV",
         oracle="torch.nn.functional.cosine_similarity",
         sample=_sample_pair,
         regimes={"extreme": _sample_cosine_extreme, "degenerate": _sample_cosine_degenerate},

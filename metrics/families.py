@@ -16,3 +16,9 @@ from . import (  # noqa: F401
     retrieval,
     segmentation,
 )
+
+# The order the registry lists the families in (``registry.specs``).
+ORDER = (
+    "adversarial", "boxes", "coco", "detection", "distance", "embeddings", "features",
+    "images", "landmarks", "masks", "pixel", "retrieval", "segmentation",
+)  # fmt: skip

@@ -559,7 +559,7 @@ register(
         outputs=(TensorSpec("score", ("N",), "float32", "PSNR in dB per image; +inf if equal"),),
         params=(ParamSpec("data_range", 1.0, "max - min of the value scale (255 for 8-bit)"),),
         higher_is_better=True,
-        paper="-",
+        paper="Huynh-Thu & Ghanbari 2008, Scope of validity of PSNR, doi:10.1049/el:20080522",
         oracle="skimage.metrics.peak_signal_noise_ratio; torchmetrics PSNR",
         sample=_sample_pair,
         regimes=PAIR_REGIMES,

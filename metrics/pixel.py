@@ -437,8 +437,16 @@ def _pair_spec(name, module, functional, summary, paper, oracle, kind, params=()
     )
 
 
-_pair_spec("l1", L1, l1, "mean absolute error", "-", "torch.nn.functional.l1_loss", "regression")
-_pair_spec("mse", MSE, mse, "mean squared error", "-", "torch.nn.functional.mse_loss", "regression")
+ZHAO_2017 = "Zhao et al. 2017, Loss Functions for Image Restoration, arXiv:1511.08861"
+GOODFELLOW_2016 = (
+    "Goodfellow et al. 2016, Deep Learning, sec. 6.2.2.2 (sigmoid units, cross-entropy)"
+)
+_pair_spec(
+    "l1", L1, l1, "mean absolute error", ZHAO_2017, "torch.nn.functional.l1_loss", "regression"
+)
+_pair_spec(
+    "mse", MSE, mse, "mean squared error", ZHAO_2017, "torch.nn.functional.mse_loss", "regression"
+)
 _pair_spec(
     "smooth_l1",
     SmoothL1,
@@ -455,7 +463,7 @@ _pair_spec(
     BinaryCrossEntropy,
     binary_cross_entropy,
     "binary cross-entropy on probabilities",
-    "-",
+    GOODFELLOW_2016,
     "torch.nn.functional.binary_cross_entropy",
     "probability",
     validate=_validate_probability,
@@ -465,7 +473,7 @@ _pair_spec(
     BCEWithLogits,
     bce_with_logits,
     "binary cross-entropy on logits",
-    "-",
+    GOODFELLOW_2016,
     "torch.nn.functional.binary_cross_entropy_with_logits",
     "binary",
     (ParamSpec("pos_weight", 1.0, "weight of the positive term"),),

@@ -397,13 +397,22 @@ def get(name: str) -> MetricSpec:
 
 
 def names() -> list[str]:
-    _load_families()
-    return list(_REGISTRY)
+    return [s.name for s in specs()]
 
 
 def specs() -> list[MetricSpec]:
+    """Every spec, by family module in ``families.ORDER``, then in registration order.
+
+    The order does not depend on which family module happened to be imported first.
+    """
     _load_families()
-    return list(_REGISTRY.values())
+    from .families import ORDER
+
+    def rank(spec: MetricSpec) -> int:
+        package, _, module = getattr(spec.module, "__module__", "").rpartition(".")
+        return ORDER.index(module) if package == __package__ and module in ORDER else len(ORDER)
+
+    return sorted(_REGISTRY.values(), key=rank)
 
 
 def _load_families() -> None:

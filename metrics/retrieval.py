@@ -25,23 +25,15 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .aggregators import check_same_config, dump_npz, load_npz
 from .registry import MetricSpec, ParamSpec, TensorSpec, register
+from .states import RetrievalAggregator, check_ks
 
 FAMILY = "dataset"
 METRICS = ("cosine", "euclidean")
-
-
-def _check_ks(ks: Sequence[float]) -> list[int]:
-    out = [int(k) for k in ks]
-    if not out or any(k < 1 or k != v for k, v in zip(out, ks, strict=True)):
-        raise ValueError(f"Expected `ks` to be positive integers, got {list(ks)}")
-    return out
 
 
 def recall_at_k(
@@ -104,7 +96,7 @@ class RecallAtK(nn.Module):
         super().__init__()
         if metric not in METRICS:
             raise ValueError(f"Expected `metric` to be one of {list(METRICS)}, got {metric!r}")
-        self.ks = _check_ks(ks)  # TorchScript infers List[int]
+        self.ks = check_ks(ks)  # TorchScript infers List[int]
         self.metric = metric
 
     def forward(
@@ -116,63 +108,6 @@ class RecallAtK(nn.Module):
         exclude: Tensor,
     ) -> Tensor:
         return recall_at_k(preds, target, gallery, gallery_target, exclude, self.ks, self.metric)
-
-
-class RetrievalAggregator:
-    """Per-query (hits, relevant) counts; merging concatenates, so it is exact."""
-
-    metric = "recall_at_k"
-    KIND = "recall_at_k/1"
-
-    def __init__(
-        self, ks: Sequence[float] = (1.0, 5.0, 10.0), metric: str = "cosine", **params: Any
-    ) -> None:
-        self.config: dict[str, Any] = {"ks": _check_ks(ks), "metric": metric}
-        self.hits = np.zeros((0, len(self.config["ks"])), dtype=np.int64)
-        self.relevant = np.zeros(0, dtype=np.int64)
-
-    def update(
-        self, outputs: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray] | None = None
-    ) -> None:
-        counts = np.rint(np.asarray(outputs["counts"])).astype(np.int64)
-        width = self.hits.shape[1] + 1
-        if counts.ndim != 2 or counts.shape[1] != width:
-            raise ValueError(f"Expected `counts` of shape [N, {width}], got {list(counts.shape)}")
-        hits, relevant = counts[:, :-1], counts[:, -1]
-        self.hits = np.concatenate([self.hits, hits])
-        self.relevant = np.concatenate([self.relevant, relevant])
-
-    def merge(self, other: RetrievalAggregator) -> RetrievalAggregator:
-        check_same_config(self.KIND, self.config, other.config)
-        out = RetrievalAggregator(**self.config)
-        out.hits = np.concatenate([self.hits, other.hits])
-        out.relevant = np.concatenate([self.relevant, other.relevant])
-        return out
-
-    def to_bytes(self) -> bytes:
-        return dump_npz(self.KIND, self.config, {"hits": self.hits, "relevant": self.relevant})
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> RetrievalAggregator:
-        config, arrays = load_npz(cls.KIND, data)
-        out = cls(**config)
-        out.hits, out.relevant = arrays["hits"], arrays["relevant"]
-        return out
-
-    def compute(self) -> dict[str, float]:
-        keep = self.relevant > 0
-        n = int(keep.sum())
-        out: dict[str, float] = {
-            "queries": float(len(self.relevant)),
-            "queries_without_relevant": float(len(self.relevant) - n),
-        }
-        for j, k in enumerate(self.config["ks"]):
-            hits = self.hits[keep, j]
-            # fsum is exactly rounded, so the figure does not depend on the merge order.
-            frac = math.fsum((hits / self.relevant[keep]).tolist())
-            out[f"hit_rate@{k}"] = float((hits > 0).sum() / n) if n else math.nan
-            out[f"recall@{k}"] = frac / n if n else math.nan
-        return out
 
 
 def _sample(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
@@ -231,7 +166,7 @@ def _sample_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: to
 
 
 def _validate(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
-    _check_ks(params["ks"])
+    check_ks(params["ks"])
     if params["metric"] not in METRICS:
         raise ValueError(
             f"Expected `metric` to be one of {list(METRICS)}, got {params['metric']!r}"

@@ -17,16 +17,14 @@ Long et al. 2015, FCN, https://arxiv.org/abs/1411.4038 (the mean IU / pixel accu
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ._utils import check_labels
-from .aggregators import check_same_config, dump_npz, load_npz
+from .aggregators import SegmentationAggregator
 from .registry import MetricSpec, ParamSpec, TensorSpec, register
 
 FAMILY = "dataset"
@@ -69,77 +67,6 @@ class MeanIoU(nn.Module):
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         return confusion_matrix(preds, target, self.num_classes, self.ignore_index)
-
-
-class SegmentationAggregator:
-    """Summed int64 confusion matrix; ``compute`` gives per-class IoU, mIoU, accuracies."""
-
-    metric = "mean_iou"
-    KIND = "mean_iou/1"
-
-    def __init__(self, num_classes: int = 21, ignore_index: int = 255, **params: Any) -> None:
-        self.config = {"num_classes": int(num_classes), "ignore_index": int(ignore_index)}
-        self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-
-    def update(
-        self, outputs: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray] | None = None
-    ) -> None:
-        counts = np.asarray(outputs["confusion"])
-        k = self.config["num_classes"]
-        if counts.shape[1:] != (k, k):
-            raise ValueError(
-                f"Expected `confusion` of shape [N, {k}, {k}], got {list(counts.shape)}"
-            )
-        if counts.dtype.kind not in "iu":
-            raise ValueError(f"Expected `confusion` to hold integer counts, got {counts.dtype}")
-        self.confusion += counts.astype(np.int64).sum(0)
-
-    def merge(self, other: SegmentationAggregator) -> SegmentationAggregator:
-        check_same_config(self.KIND, self.config, other.config)
-        out = SegmentationAggregator(**self.config)
-        out.confusion = self.confusion + other.confusion
-        return out
-
-    def to_bytes(self) -> bytes:
-        return dump_npz(self.KIND, self.config, {"confusion": self.confusion})
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> SegmentationAggregator:
-        config, arrays = load_npz(cls.KIND, data)
-        out = cls(**config)
-        out.confusion = arrays["confusion"].astype(np.int64)
-        return out
-
-    def per_class_iou(self) -> np.ndarray:
-        return iou_from_confusion(self.confusion)
-
-    def compute(self) -> dict[str, float]:
-        c = self.confusion.astype(np.float64)
-        iou = iou_from_confusion(self.confusion)
-        support = c.sum(1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            acc = np.where(support > 0, np.diag(c) / np.where(support > 0, support, 1), np.nan)
-        total = c.sum()
-        out = {
-            "mean_iou": _nanmean(iou),
-            "pixel_accuracy": float(np.trace(c) / total) if total else math.nan,
-            "mean_accuracy": _nanmean(acc),
-        }
-        out.update({f"iou_{i}": float(v) for i, v in enumerate(iou)})
-        return out
-
-
-def iou_from_confusion(confusion: np.ndarray) -> np.ndarray:
-    """Per-class IoU from a ``[K, K]`` confusion matrix; NaN where the union is empty."""
-    c = confusion.astype(np.float64)
-    tp = np.diag(c)
-    union = c.sum(0) + c.sum(1) - tp
-    return np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
-
-
-def _nanmean(values: np.ndarray) -> float:
-    kept = values[~np.isnan(values)]
-    return float(kept.mean()) if kept.size else math.nan
 
 
 def _sample(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..exporters.repository import check_model_name, list_models, read_manifest
+from ..wire import REDUCTIONS
 from . import runtimes, stats
 from .batcher import Batcher, BatchInfo, Hook
 from .errors import (
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REDUCTIONS = ("none", "mean", "sum")
 # What "auto" picks, among the runtimes on the server's device first.
 PREFERENCE = ("onnx", "torchscript", "torch_export")
 # Inputs larger than this are checked off the event loop.

@@ -26,7 +26,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 from google.protobuf.message import Message
 
 from .. import __version__
-from ..exporters.repository import CONFIG, TRITON_DTYPES
+from ..exporters.repository import CONFIG
+from ..wire import KSERVE_DTYPES, TO_KSERVE, TRITON_DTYPES
 from . import tensors
 from .core import ScoringCore
 from .errors import InvalidInputError, NotFoundError
@@ -36,17 +37,7 @@ from .status import handle_errors
 log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
-# KServe v2 datatype <-> cvscore dtype, and the typed-contents field of each.
-KSERVE_DTYPES = {
-    "BOOL": "bool",
-    "UINT8": "uint8",
-    "INT32": "int32",
-    "INT64": "int64",
-    "FP16": "float16",
-    "FP32": "float32",
-    "FP64": "float64",
-}
-TO_KSERVE = {v: k for k, v in KSERVE_DTYPES.items()}
+# The typed-contents field of each KServe v2 datatype.
 CONTENTS = {
     "BOOL": "bool_contents",
     "UINT8": "uint_contents",

@@ -18,10 +18,9 @@ import torch
 
 from ..exporters.formats import FORMATS
 from ..exporters.repository import MANIFEST, VERSION, read_manifest, sha256_file
+from ..wire import RUNTIMES
 
 log = logging.getLogger(__name__)
-
-RUNTIMES = tuple(FORMATS)  # "torchscript", "onnx", "torch_export"
 
 
 class ArtifactError(Exception):

@@ -22,21 +22,13 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
+from ..client.tls import channel_credentials, read_pem  # noqa: F401 - shared with clients
+
 log = logging.getLogger(__name__)
 
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 OPEN_SERVICES = frozenset({HEALTH_SERVICE})
 AUTHORIZATION = "authorization"
-
-
-def read_pem(path: str | Path, what: str) -> bytes:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ValueError(f"Cannot read {what} {path}: {exc.strerror}") from None
-    if b"-----BEGIN" not in data:
-        raise ValueError(f"Expected {what} {path} to be PEM, got no '-----BEGIN' line")
-    return data
 
 
 def server_credentials(
@@ -47,20 +39,6 @@ def server_credentials(
         [(read_pem(key, "TLS key"), read_pem(cert, "TLS certificate"))],
         root_certificates=read_pem(client_ca, "client CA") if client_ca else None,
         require_client_auth=client_ca is not None,
-    )
-
-
-def channel_credentials(
-    ca: str | Path | None = None, cert: str | Path | None = None, key: str | Path | None = None
-) -> grpc.ChannelCredentials:
-    """TLS for a client: ``ca`` verifies the server (default: system roots); ``cert`` +
-    ``key`` identify the client for mutual TLS."""
-    if (cert is None) != (key is None):
-        raise ValueError("Expected both `tls_cert` and `tls_key` for mutual TLS, or neither")
-    return grpc.ssl_channel_credentials(
-        root_certificates=read_pem(ca, "TLS CA") if ca else None,
-        private_key=read_pem(key, "TLS key") if key else None,
-        certificate_chain=read_pem(cert, "TLS certificate") if cert else None,
     )
 
 

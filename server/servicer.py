@@ -13,39 +13,18 @@ import numpy as np
 
 from ..v1 import scoring_pb2 as pb
 from ..v1 import scoring_pb2_grpc as pb_grpc
+from ..wire import (
+    DTYPE_TO_PB,
+    PB_TO_DTYPE,
+    PB_TO_REDUCTION,
+    PB_TO_RUNTIME,
+    REDUCTION_TO_PB,
+    RUNTIME_TO_PB,
+)
 from . import tensors
 from .core import EvaluateResult, Model, ScoreResult, ScoringCore, Timing
 from .errors import InvalidInputError
 from .status import handle_errors
-
-DTYPE_TO_PB: dict[str, pb.DataType] = {
-    "float32": pb.DATA_TYPE_FLOAT32,
-    "float64": pb.DATA_TYPE_FLOAT64,
-    "float16": pb.DATA_TYPE_FLOAT16,
-    "int32": pb.DATA_TYPE_INT32,
-    "int64": pb.DATA_TYPE_INT64,
-    "bool": pb.DATA_TYPE_BOOL,
-    "uint8": pb.DATA_TYPE_UINT8,
-}
-PB_TO_DTYPE: dict[int, str] = {v: k for k, v in DTYPE_TO_PB.items()}
-RUNTIME_TO_PB: dict[str, pb.Runtime] = {
-    "auto": pb.RUNTIME_AUTO,
-    "torchscript": pb.RUNTIME_TORCHSCRIPT,
-    "onnx": pb.RUNTIME_ONNX,
-    "torch_export": pb.RUNTIME_TORCH_EXPORT,
-}
-PB_TO_RUNTIME: dict[int, str] = {v: k for k, v in RUNTIME_TO_PB.items()}
-PB_TO_REDUCTION: dict[int, str] = {
-    pb.REDUCTION_UNSPECIFIED: "mean",
-    pb.REDUCTION_NONE: "none",
-    pb.REDUCTION_MEAN: "mean",
-    pb.REDUCTION_SUM: "sum",
-}
-REDUCTION_TO_PB: dict[str, pb.Reduction] = {
-    "none": pb.REDUCTION_NONE,
-    "mean": pb.REDUCTION_MEAN,
-    "sum": pb.REDUCTION_SUM,
-}
 
 
 # -- conversions --------------------------------------------------------------------------

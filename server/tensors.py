@@ -13,28 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from ..wire import NUMPY_DTYPES as DTYPES
+from ..wire import dtype_name
 from .errors import InvalidInputError
 
-# dtype name -> numpy dtype (little-endian, as on the wire)
-DTYPES: dict[str, np.dtype[Any]] = {
-    "float32": np.dtype("<f4"),
-    "float64": np.dtype("<f8"),
-    "float16": np.dtype("<f2"),
-    "int32": np.dtype("<i4"),
-    "int64": np.dtype("<i8"),
-    "bool": np.dtype("?"),
-    "uint8": np.dtype("u1"),
-}
 MAX_RANK = 16
 MAX_DIM = 2**31 - 1
-
-
-def dtype_name(dtype: np.dtype[Any]) -> str:
-    """The wire name of a numpy dtype, for messages and responses."""
-    for name, candidate in DTYPES.items():
-        if candidate == dtype or candidate.newbyteorder("=") == dtype:
-            return name
-    return str(dtype)
 
 
 def _fmt(shape: Sequence[int]) -> str:

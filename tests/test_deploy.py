@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from cvscore.client.cli import build_parser
+from cvscore.cli.main import build_parser
 from cvscore.server import probe
 from cvscore.server.telemetry import QUEUE_HISTOGRAM
 
@@ -89,8 +90,14 @@ def test_dockerfile_cuda_base_non_root_user_and_pinned_gpu_dependencies() -> Non
     # onnxruntime-gpu at the version constraints.txt pins for onnxruntime
     assert args["ONNXRUNTIME_GPU_VERSION"] == pins()["onnxruntime"]
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
-    for copied in ("constraints.txt", "server/", "client/", "metrics/", "exporters/", "protos/"):
+    for copied in ("constraints.txt", "server/", "client/", "metrics/", "exporters/", "protos/",
+                   "evaluate/", "gate/", "cli/", "cvscore/wire.py"):  # fmt: skip
         assert f"!{copied}" in ignore
+    # every folder pyproject installs is copied into the image
+    folders = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    copies = instruction("COPY")
+    for folder in set(folders["package-dir"].values()) - {"cvscore"}:
+        assert f"{folder} {folder}" in copies, folder
 
 
 def test_dockerfile_entrypoint_ports_and_health_check_agree_with_the_cli() -> None:
@@ -111,7 +118,7 @@ def test_dockerfile_entrypoint_ports_and_health_check_agree_with_the_cli() -> No
     assert probe_args.address == f"127.0.0.1:{args.health_port}"
     # the project's console script is what ENTRYPOINT names
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert 'cvscore = "cvscore.client.cli:main"' in pyproject
+    assert 'cvscore = "cvscore.cli.main:main"' in pyproject
 
 
 def test_compose_runs_the_server_on_a_gpu_with_prometheus_scraping_it() -> None:

@@ -135,15 +135,20 @@ def make_data() -> None:
 
 def make_baseline(repository: Path | None = None) -> Path:
     """Evaluate ``pass.toml`` without its regression checks and keep the report as baseline."""
-    from cvscore.client import gate
+    from cvscore.cli.common import default_repository
+    from cvscore.evaluate.backends import InProcess
+    from cvscore.gate.config import load_gate
+    from cvscore.gate.report import dumps_report
+    from cvscore.gate.run import run_gate
 
-    config = gate.load_gate(HERE / "pass.toml", skip_regressions=True)
+    config = load_gate(HERE / "pass.toml", skip_regressions=True)
     out = HERE / ".baseline-run"
-    result = gate.run_gate(config, out_dir=out, repository=repository, quiet=True)
+    backend = InProcess(config.runtime, repository or default_repository(), "cpu", progress=False)
+    result = run_gate(config, out, backend)
     report = json.loads((out / "report.json").read_text())
     report["run"] = {"note": "written by examples/gate/make_data.py"}
     target = HERE / "baseline.json"
-    target.write_text(gate.dumps_report(report))
+    target.write_text(dumps_report(report))
     shutil.rmtree(out)
     if result.failed:
         sys.exit(f"the baseline run failed {result.failed} checks")

@@ -15,6 +15,7 @@ from google.protobuf import text_format
 
 from cvscore.exporters import export_metric
 from cvscore.exporters.formats import FORMATS
+from cvscore.exporters.naming import variant_name
 from cvscore.exporters.repository import TRITON_MAX_BATCH, sha256_file, staleness
 from cvscore.metrics import registry
 
@@ -111,14 +112,21 @@ def test_reexport_is_skipped_until_something_changes(tmp_path: Path) -> None:
     assert again.skipped
     changed = export_metric(spec, tmp_path, params={"beta": 0.5}, formats=("onnx",))
     assert not changed.skipped
-    manifest = json.loads((tmp_path / "smooth_l1" / "manifest.json").read_text())
+    name = variant_name(spec, {"beta": 0.5})  # another variant, another model
+    assert changed.name == name != "smooth_l1" and (tmp_path / "smooth_l1").is_dir()
+    manifest = json.loads((tmp_path / name / "manifest.json").read_text())
     assert manifest["params"] == {"beta": 0.5}
+    assert export_metric(spec, tmp_path, params={"beta": 0.5}, formats=("onnx",)).skipped
+    # a changed definition is not "up to date" either (the identity includes its source)
+    manifest["identity"] = "0" * 64
+    (tmp_path / name / "manifest.json").write_text(json.dumps(manifest))
+    assert not export_metric(spec, tmp_path, params={"beta": 0.5}, formats=("onnx",)).skipped
     # a corrupted artifact is not "up to date"
-    (tmp_path / "smooth_l1" / "1" / "model.onnx").write_bytes(b"broken")
+    (tmp_path / name / "1" / "model.onnx").write_bytes(b"broken")
     assert not export_metric(spec, tmp_path, params={"beta": 0.5}, formats=("onnx",)).skipped
     # adding a format keeps the one already there
     export_metric(spec, tmp_path, params={"beta": 0.5}, formats=("torchscript",))
-    manifest = json.loads((tmp_path / "smooth_l1" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / name / "manifest.json").read_text())
     assert set(manifest["files"]) == {"model.onnx", "model.pt"}
 
 
@@ -131,7 +139,7 @@ def test_model_names_cannot_escape_the_repository(tmp_path: Path) -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cvscore.client.cli", *args], capture_output=True, text=True
+        [sys.executable, "-m", "cvscore.cli", *args], capture_output=True, text=True
     )
 
 
@@ -153,7 +161,9 @@ def test_cli_export_with_params_and_errors(tmp_path: Path) -> None:
         "export", "focal", "--out", str(tmp_path), "--formats", "onnx", "--param", "focal.gamma=1.5"
     )
     assert proc.returncode == 0, proc.stderr
-    manifest = json.loads((tmp_path / "focal" / "manifest.json").read_text())
+    name = variant_name("focal", {"gamma": 1.5})
+    assert name in proc.stderr  # the export names what it wrote
+    manifest = json.loads((tmp_path / name / "manifest.json").read_text())
     assert manifest["params"]["gamma"] == 1.5
     for args, message in [
         (("export", "nope", "--out", str(tmp_path)), "Unknown metric `nope`"),

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cvscore.client import cli
+from cvscore.cli import main as cli
 from cvscore.exporters import export_many
 from cvscore.exporters import repository as repo_mod
 from cvscore.exporters.formats import script

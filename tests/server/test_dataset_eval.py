@@ -129,7 +129,7 @@ def test_bad_aggregator_input_is_invalid_argument_and_server_keeps_serving(
 def test_cli_evaluate_coco_through_two_servers(servers, tmp_path: Path, capsys) -> None:
     import json
 
-    from cvscore.client.cli import main
+    from cvscore.cli.main import main
 
     gt, dt = synthetic_coco(seed=12, images=25)
     (tmp_path / "gt.json").write_text(json.dumps(gt))

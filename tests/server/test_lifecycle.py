@@ -22,7 +22,7 @@ class Process:
 
     def __init__(self, repo: Path, *flags: str) -> None:
         cmd = [
-            sys.executable, "-m", "cvscore.client.cli", "serve", "--repository", str(repo),
+            sys.executable, "-m", "cvscore.cli", "serve", "--repository", str(repo),
             "--port", "0", "--no-progress", *flags,
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -111,7 +111,7 @@ def test_sigint_stops_cleanly_and_new_calls_are_refused(small_repo: Path, proces
 
 def test_bad_flags_exit_2_with_one_line(small_repo: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "cvscore.client.cli", "serve", "--repository", str(small_repo),
+        [sys.executable, "-m", "cvscore.cli", "serve", "--repository", str(small_repo),
          "--max-batch-size", "0"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -150,7 +150,7 @@ def test_a_busy_port_is_a_one_line_error(small_repo: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         out = subprocess.run(
-            [sys.executable, "-m", "cvscore.client.cli", "serve", "--repository", str(small_repo),
+            [sys.executable, "-m", "cvscore.cli", "serve", "--repository", str(small_repo),
              "--port", str(port), "--models", "l1", "--runtime", "onnx", "--log-level", "error"],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip

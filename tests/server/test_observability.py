@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cvscore.cli.main import build_parser
 from cvscore.client import Client, CvscoreError
-from cvscore.client.cli import build_parser
 from cvscore.server import logs
 from cvscore.server.app import BackgroundServer, ServerConfig
 from cvscore.v1 import scoring_pb2_grpc as pb_grpc

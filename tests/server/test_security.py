@@ -17,8 +17,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from cvscore.cli.main import main as cli_main
 from cvscore.client import Client, CvscoreError
-from cvscore.client.cli import main as cli_main
 from cvscore.exporters.repository import check_model_name
 from cvscore.server import probe
 from cvscore.server.app import BackgroundServer, ServerConfig

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cvscore.client.demo import run_demo
+from cvscore.cli.demo import run_demo
 from cvscore.exporters.repository import list_models
 
 

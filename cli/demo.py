@@ -9,6 +9,7 @@ exits 0.
 
 from __future__ import annotations
 
+import argparse
 import queue
 import signal
 import subprocess
@@ -18,12 +19,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .cli import print_table
+from .common import print_table, repository
 
 READY = "cvscore serving on "
 RTOL, ATOL = 1e-4, 1e-5
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("demo", help="serve the zoo and score a sample through two clients")
+    p.add_argument("--repository", help="repository directory (default: the cache)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_demo(repository(args))
 
 
 def start_server(
@@ -31,7 +40,7 @@ def start_server(
 ) -> tuple[subprocess.Popen[str], str]:
     """``cvscore serve --port 0`` in a subprocess; return it and the address it printed."""
     cmd = [
-        sys.executable, "-m", "cvscore.client.cli", "serve",
+        sys.executable, "-m", "cvscore.cli", "serve",
         "--repository", str(repo), "--port", "0", "--runtime", "onnx,torchscript",
         "--log-level", "warning", *(extra or []),
     ]  # fmt: skip
@@ -67,8 +76,10 @@ def stop_server(proc: subprocess.Popen[str], timeout: float = 60.0) -> int:
         return proc.wait()
 
 
-def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
+def _max_diff(a: Any, b: Any) -> float:
     """Largest |a - b|, where equal non-finite values (NaN and NaN, inf and inf) count as 0."""
+    import numpy as np
+
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     same = (a == b) | (np.isnan(a) & np.isnan(b))
@@ -76,33 +87,27 @@ def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(diff.max()) if diff.size else 0.0
 
 
-def _triton_scores(
-    client: Any, name: str, inputs: dict[str, np.ndarray], output: str
-) -> np.ndarray:
+def _triton_scores(client: Any, name: str, inputs: dict[str, Any], output: str) -> Any:
     import tritonclient.grpc as tc
 
-    kserve = {
-        "float32": "FP32",
-        "float64": "FP64",
-        "int64": "INT64",
-        "int32": "INT32",
-        "bool": "BOOL",
-    }
+    from ..wire import TO_KSERVE
+
     infer_inputs = []
     for key, array in inputs.items():
-        item = tc.InferInput(key, list(array.shape), kserve[str(array.dtype)])
+        item = tc.InferInput(key, list(array.shape), TO_KSERVE[str(array.dtype)])
         item.set_data_from_numpy(array)
         infer_inputs.append(item)
     return client.infer(name, infer_inputs).as_numpy(output)
 
 
 def run_demo(repo: Path) -> int:
+    import numpy as np
     import torch
     import tritonclient.grpc as tc
 
+    from ..client import Client
     from ..metrics import registry
     from ..server.app import ServerConfig, prepare_repository
-    from .client import Client
 
     print(f"exporting the zoo into {repo} (cached after the first run) ...", file=sys.stderr)
     prepare_repository(ServerConfig(repository=repo, export_missing=True))

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cvscore.cli.main import main
 from cvscore.client import Client
-from cvscore.client.cli import main
 
 from ..server.conftest import sample
 
@@ -80,7 +80,7 @@ def test_score_bad_input_flag(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_the_cvscore_command(address: str, files) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "cvscore.client.cli", "score", "cross_entropy", *_args(files),
+        [sys.executable, "-m", "cvscore.cli", "score", "cross_entropy", *_args(files),
          "--server", address, "--reduction", "none"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -1,5 +1,9 @@
 """The gate's outputs: ``report.json``, ``junit.xml`` and ``summary.md``.
 
+When the gate cannot be evaluated (exit 2), :func:`write_error_outputs` still writes
+``junit.xml`` (one ``<error>`` test case per problem) and ``summary.md`` (the problems with
+their lines), so a CI run shows why in its test report and its pull-request comment.
+
 Figures are rounded to a stated number of significant digits before they are compared or
 written, so that the same gate on the same data writes byte-identical ``figures`` whatever
 the runtime (eager, TorchScript, ONNX Runtime) or the server: the runtimes agree to about
@@ -65,7 +69,13 @@ def dumps_report(report: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One threshold of one figure, evaluated."""
+    """One threshold of one figure, evaluated.
+
+    ``delta`` is stated with its kind: for ``min`` / ``max`` the *margin to threshold*
+    (positive inside the bound, negative outside); for ``max_drop`` the *change from
+    baseline* (value - baseline). ``delta_relative`` is the same as a fraction of the
+    threshold or the baseline (None where that is 0 or not finite).
+    """
 
     name: str
     figure: str
@@ -73,8 +83,10 @@ class CheckResult:
     threshold: float
     relative: bool
     value: float
-    baseline: float | None
-    delta: float  # min/max: value - threshold; max_drop: value - baseline
+    baseline: float | None  # the baseline report's figure, whenever it has one
+    delta: float
+    delta_relative: float | None
+    delta_kind: str  # "margin to threshold" | "change from baseline"
     measured: float | None  # max_drop: the drop (relative when `relative`), else None
     passed: bool
 
@@ -87,18 +99,24 @@ class CheckResult:
         unit = " (relative)" if self.relative else ""
         return f"drop <= {fmt(self.threshold)}{unit}"
 
+    def delta_text(self) -> str:
+        """``+0.012 (+2.4%) margin to threshold``."""
+        rel = "" if self.delta_relative is None else f" ({fmt_percent(self.delta_relative)})"
+        return f"{fmt(self.delta, sign=True)}{rel} {self.delta_kind}"
+
     def explain(self) -> str:
-        """One line: the figure, the threshold and the delta."""
+        """One line: the figure, the threshold, the baseline and the delta with its kind."""
         verdict = "passed" if self.passed else "FAILED"
+        base = "" if self.baseline is None else f", baseline {fmt(self.baseline)}"
         if self.kind == "max_drop":
             return (
-                f"{self.figure} = {fmt(self.value)}, baseline {fmt(self.baseline)}, "
-                f"delta {fmt(self.delta, sign=True)}, drop {fmt(self.measured)} "
-                f"(max_drop {fmt(self.threshold)}{', relative' if self.relative else ''}): {verdict}"
+                f"{self.figure} = {fmt(self.value)}{base}, {self.delta_text()}, drop "
+                f"{fmt(self.measured)} (max_drop {fmt(self.threshold)}"
+                f"{', relative' if self.relative else ''}): {verdict}"
             )
         return (
-            f"{self.figure} = {fmt(self.value)}, {self.kind} {fmt(self.threshold)}, "
-            f"delta {fmt(self.delta, sign=True)}: {verdict}"
+            f"{self.figure} = {fmt(self.value)}, {self.kind} {fmt(self.threshold)}{base}, "
+            f"{self.delta_text()}: {verdict}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -111,9 +129,33 @@ class CheckResult:
             "value": encode(self.value),
             "baseline": None if self.baseline is None else encode(self.baseline),
             "delta": encode(self.delta),
+            "delta_relative": None if self.delta_relative is None else encode(self.delta_relative),
+            "delta_kind": self.delta_kind,
             "drop": None if self.measured is None else encode(self.measured),
             "passed": self.passed,
         }
+
+
+def fmt_percent(fraction: float) -> str:
+    if math.isnan(fraction):
+        return "nan"
+    return f"{fraction * 100:+.3g}%"
+
+
+def _junit_root(
+    gate: str, tests: int, failures: int, errors: int, seconds: float
+) -> tuple[ET.Element, ET.Element]:
+    counts = {"tests": str(tests), "failures": str(failures), "errors": str(errors)}
+    root = ET.Element("testsuites", {"name": "cvscore gate", **counts, "time": f"{seconds:.3f}"})
+    suite = ET.SubElement(
+        root, "testsuite", {"name": gate, **counts, "skipped": "0", "time": f"{seconds:.3f}"}
+    )
+    return root, suite
+
+
+def _write_xml(root: ET.Element, path: Path) -> None:
+    ET.indent(root)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 
 
 def write_junit(
@@ -125,11 +167,7 @@ def write_junit(
 ) -> None:
     """JUnit XML: one ``testsuite`` (the gate), one ``testcase`` per check."""
     failures = sum(not c.passed for c in checks)
-    counts = {"tests": str(len(checks)), "failures": str(failures), "errors": "0"}
-    root = ET.Element("testsuites", {"name": "cvscore gate", **counts, "time": f"{seconds:.3f}"})
-    suite = ET.SubElement(
-        root, "testsuite", {"name": gate, **counts, "skipped": "0", "time": f"{seconds:.3f}"}
-    )
+    root, suite = _junit_root(gate, len(checks), failures, 0, seconds)
     props = ET.SubElement(suite, "properties")
     for key in sorted(properties):
         ET.SubElement(props, "property", {"name": key, "value": properties[key]})
@@ -151,12 +189,11 @@ def write_junit(
                     ("value", fmt(check.value)),
                     ("threshold", f"{check.kind} {fmt(check.threshold)}"),
                     ("baseline", fmt(check.baseline)),
-                    ("delta", fmt(check.delta, sign=True)),
+                    ("delta", check.delta_text()),
                 )
             )
         ET.SubElement(case, "system-out").text = check.explain()
-    ET.indent(root)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    _write_xml(root, path)
 
 
 def summary_markdown(
@@ -178,15 +215,21 @@ def summary_markdown(
     lines = [
         head,
         "",
-        "| | check | figure | value | threshold | baseline | delta |",
-        "|---|---|---|--:|---|--:|--:|",
+        "| | check | figure | value | threshold | baseline | delta | relative | delta is |",
+        "|---|---|---|--:|---|--:|--:|--:|---|",
     ]
     for c in checks:
+        rel = "–" if c.delta_relative is None else fmt_percent(c.delta_relative)
         lines.append(
             f"| {'✅' if c.passed else '❌'} | {c.name} | `{c.figure}` | {fmt(c.value)} | "
-            f"{c.condition} | {fmt(c.baseline)} | {fmt(c.delta, sign=True)} |"
+            f"{c.condition} | {fmt(c.baseline)} | {fmt(c.delta, sign=True)} | {rel} | "
+            f"{c.delta_kind} |"
         )
     lines += [
+        "",
+        "Delta: for `min` / `max` the margin to the threshold (positive: inside the bound), "
+        "for `max_drop` the change from the baseline (value − baseline); relative: as a "
+        "fraction of the threshold or the baseline.",
         "",
         f"Runtime `{runtime}`; figures rounded to {digits} significant digits"
         + (f"; baseline `{baseline}`." if baseline else "; no baseline."),
@@ -204,3 +247,49 @@ def summary_markdown(
     if plots:
         lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in plots)]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class GateProblem:
+    """Why a gate could not be evaluated: a line of the gate file, or the run itself."""
+
+    where: str  # "pass.toml:12" or "pass.toml" or "server 127.0.0.1:1"
+    key: str  # "checks[2].min", or "" when the problem is not one key's
+    message: str
+
+    @property
+    def title(self) -> str:
+        return f"{self.where}: {self.key}" if self.key else self.where
+
+
+def write_error_outputs(
+    out_dir: Path, gate: str, problems: Sequence[GateProblem], seconds: float = 0.0
+) -> str:
+    """``junit.xml`` with one ``<error>`` test case per problem and ``summary.md`` listing
+    them; returns the summary (for ``$GITHUB_STEP_SUMMARY``)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    root, suite = _junit_root(gate, len(problems), 0, len(problems), seconds)
+    for i, p in enumerate(problems):
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            {"classname": f"cvscore.gate.{gate}.configuration", "name": p.title or f"problem {i}",
+             "time": "0"},
+        )  # fmt: skip
+        error = ET.SubElement(case, "error", {"message": p.message, "type": "GateError"})
+        error.text = f"{p.title}: {p.message}"
+    _write_xml(root, out_dir / "junit.xml")
+    noun = "problem" if len(problems) == 1 else "problems"
+    lines = [
+        f"## ⚠️ cvscore gate `{gate}` could not be evaluated: {len(problems)} {noun}",
+        "",
+        "| where | key | problem |",
+        "|---|---|---|",
+    ]
+    for p in problems:
+        message = p.message.replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| `{p.where}` | {f'`{p.key}`' if p.key else '–'} | {message} |")
+    lines += ["", "No check was run; fix the problems above and run the gate again."]
+    summary = "\n".join(lines) + "\n"
+    (out_dir / "summary.md").write_text(summary, encoding="utf-8")
+    return summary

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cvscore.client.cli import main
+from cvscore.cli.main import main
 from cvscore.metrics import coco
 
 from ..metrics.test_coco import pycocotools_stats, synthetic_coco

@@ -17,8 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from cvscore.client import gate
-from cvscore.client.cli import CliError
+from cvscore.evaluate.backends import InProcess, Remote
+from cvscore.evaluate.errors import DataError
+from cvscore.gate import checks as gate_checks
+from cvscore.gate.config import load_gate
+from cvscore.gate.report import dumps_report
+from cvscore.gate.run import run_gate
+from cvscore.gate.schema import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "gate"
@@ -32,13 +37,17 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def cli(*args: str, repo: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cvscore.client.cli", "gate", *args, "--repository", str(repo)],
+        [sys.executable, "-m", "cvscore.cli", "gate", *args, "--repository", str(repo)],
         capture_output=True,
         text=True,
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         timeout=120,
     )
+
+
+def in_process(repo: Path, runtime: str = "onnx") -> InProcess:
+    return InProcess(runtime, repo, "cpu", progress=False)
 
 
 def junit(path: Path) -> tuple[ET.Element, list[ET.Element]]:
@@ -132,7 +141,7 @@ def test_broken_gate_exits_2_naming_every_problem(repo: Path, tmp_path: Path) ->
         r"broken\.toml:18: datasets\.pairs\.metrics\.psnrr: Unknown metric `psnrr`",
         r"broken\.toml:26: datasets\.masks\.metrics\.mean_iou\.colour: unknown parameter",
         r"broken\.toml:30: checks\[0\]\.min: min 0\.9 > max 0\.5",
-        r"broken\.toml:35: checks\[1\]\.max_drop: expected max_drop >= 0, got -0\.1",
+        r"broken\.toml:35: checks\[1\]\.max_drop: expected a number >= 0, got -0\.1",
         r"broken\.toml:39: checks\[2\]\.max_drop: a relative drop is a fraction in \[0, 1\]",
         r"broken\.toml:44: checks\[3\]\.min: min 1\.5 can never pass",
         r"broken\.toml:47: checks\[4\]\.figure: unknown figure 'boxes/coco_map/mAP'",
@@ -140,7 +149,22 @@ def test_broken_gate_exits_2_naming_every_problem(repo: Path, tmp_path: Path) ->
     ]
     for pattern in expected:
         assert re.search(pattern, result.stderr), (pattern, result.stderr)
-    assert not (tmp_path / "o").exists()  # nothing is written for a gate that cannot run
+    # the outputs say why: one <error> test case per problem, the problems with their lines
+    root = ET.parse(tmp_path / "o" / "junit.xml").getroot()
+    cases = root.findall("testsuite/testcase")
+    errors = [c.find("error") for c in cases]
+    (count,) = re.findall(r"(\d+) configuration problems", result.stderr)
+    assert len(cases) == int(count) == int(root.get("errors", "-1")) >= len(expected)
+    assert all(e is not None for e in errors) and int(root.get("failures", "-1")) == 0
+    texts = [e.text or "" for e in errors if e is not None]
+    for pattern in expected:
+        assert any(re.search(pattern, text) for text in texts), (pattern, texts)
+    summary = (tmp_path / "o" / "summary.md").read_text()
+    assert summary.startswith(
+        f"## ⚠️ cvscore gate `broken` could not be evaluated: {count} problems"
+    )
+    assert "broken.toml:39` | `checks[2].max_drop` |" in summary
+    assert not (tmp_path / "o" / "report.json").exists()  # no figures: nothing ran
 
 
 def _write_gate(tmp_path: Path, body: str) -> Path:
@@ -172,8 +196,8 @@ pred = "DATA/images/pred_good"
 )
 def test_check_errors_name_the_line(tmp_path: Path, checks: str, message: str) -> None:
     path = _write_gate(tmp_path, PAIRS + "\n[[checks]]\n" + checks + "\n")
-    with pytest.raises(CliError) as info:
-        gate.load_gate(path)
+    with pytest.raises(ConfigError) as info:
+        load_gate(path)
     assert message in str(info.value)
     assert re.search(r"gate\.toml:(8|9|10|11): checks\[0\]", str(info.value)), str(info.value)
 
@@ -187,8 +211,8 @@ def test_unreadable_data_and_unreachable_server_exit_2(repo: Path, tmp_path: Pat
         PAIRS.replace('"DATA/images/pred_good"', f'"{images.as_posix()}"')
         + '\n[[checks]]\nfigure = "pairs/psnr/mean"\nmin = 1\n',
     )
-    with pytest.raises(CliError, match=r"000\.png: not a readable image"):
-        gate.run_gate(gate.load_gate(path), tmp_path / "o", repository=repo, quiet=True)
+    with pytest.raises(DataError, match=r"000\.png: not a readable image"):
+        run_gate(load_gate(path), tmp_path / "o", in_process(repo))
     result = cli(
         str(EXAMPLES / "pass.toml"),
         "--server",
@@ -202,6 +226,10 @@ def test_unreadable_data_and_unreachable_server_exit_2(repo: Path, tmp_path: Pat
     )
     assert result.returncode == 2
     assert "127.0.0.1:1 is unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
+    root = ET.parse(tmp_path / "o" / "junit.xml").getroot()
+    (error,) = root.findall("testsuite/testcase/error")
+    assert "127.0.0.1:1 is unreachable" in error.get("message", "")
 
 
 def test_figures_are_identical_across_runtimes_and_runs(
@@ -209,8 +237,8 @@ def test_figures_are_identical_across_runtimes_and_runs(
 ) -> None:
     onnx = json.loads((passed / "report.json").read_text())
     for runtime in ("eager", "torchscript", "onnx"):
-        config = gate.load_gate(EXAMPLES / "pass.toml", runtime=runtime)
-        result = gate.run_gate(config, tmp_path / runtime, repository=repo, quiet=True)
+        config = load_gate(EXAMPLES / "pass.toml", runtime=runtime)
+        result = run_gate(config, tmp_path / runtime, in_process(repo, runtime))
         assert result.exit_code == 0
         text = (tmp_path / runtime / "report.json").read_text()
         report = json.loads(text)
@@ -218,9 +246,7 @@ def test_figures_are_identical_across_runtimes_and_runs(
         assert report["runtime"] == runtime
         if runtime == "onnx":  # a rerun: everything but the run section, byte for byte
             same = {k: v for k, v in report.items() if k != "run"}
-            assert gate.dumps_report(same) == gate.dumps_report(
-                {k: v for k, v in onnx.items() if k != "run"}
-            )
+            assert dumps_report(same) == dumps_report({k: v for k, v in onnx.items() if k != "run"})
 
 
 def test_gate_through_a_server_gives_the_in_process_figures(
@@ -229,31 +255,77 @@ def test_gate_through_a_server_gives_the_in_process_figures(
     from cvscore.server.app import BackgroundServer, ServerConfig
 
     onnx = json.loads((passed / "report.json").read_text())
-    config = gate.load_gate(EXAMPLES / "pass.toml")
+    config = load_gate(EXAMPLES / "pass.toml")
     with BackgroundServer(ServerConfig(repo, port=0, runtime="onnx")) as server:
-        result = gate.run_gate(config, tmp_path, server=server.address, quiet=True)
+        backend = Remote(server.address, "onnx", progress=False)
+        try:
+            result = run_gate(config, tmp_path, backend, server=server.address)
+        finally:
+            backend.close()
     assert result.exit_code == 0
     assert result.report["figures"] == onnx["figures"]
     assert result.report["artifacts"]["pairs/psnr"]["server"] == server.address
 
 
 def test_regression_uses_the_baseline_direction_and_relative_drop() -> None:
-    config = gate.GateConfig(
-        Path("g.toml"),
-        "g",
-        "onnx",
-        5,
-        16,
-        [],
-        [
-            gate.Check("up", "d/m/a", "max_drop", 0.1, True, True),
-            gate.Check("down", "d/m/b", "max_drop", 0.5, False, False),
-        ],
-    )
-    results = gate.evaluate_checks(
-        config, {"d/m/a": 0.85, "d/m/b": 2.4}, {"d/m/a": 1.0, "d/m/b": 2.0}
+    checks = [
+        gate_checks.Check("up", "d/m/a", "max_drop", 0.1, True, True),
+        gate_checks.Check("down", "d/m/b", "max_drop", 0.5, False, False),
+    ]
+    results = gate_checks.evaluate_checks(
+        checks, {"d/m/a": 0.85, "d/m/b": 2.4}, {"d/m/a": 1.0, "d/m/b": 2.0}, 5
     )
     # a: higher is better, 1.0 -> 0.85 is a relative drop of 0.15 > 0.1
     assert not results[0].passed and results[0].measured == 0.15 and results[0].delta == -0.15
     # b: lower is better, 2.0 -> 2.4 is a drop of 0.4 <= 0.5
     assert results[1].passed and results[1].measured == 0.4
+
+
+def test_gate_server_needs_export_for_gate_then_matches_in_process(
+    passed: Path, tmp_path: Path
+) -> None:
+    """A repository built with `cvscore export` lacks the gate's parameterised variants: the
+    gate says which and how to export them (exit 2); after `cvscore export --for-gate` the
+    gate through the server exits 0 with the in-process figures."""
+    from cvscore.exporters.naming import variant_name
+    from cvscore.server.app import BackgroundServer, ServerConfig
+
+    def cvscore(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "cvscore.cli", *args],
+            capture_output=True, text=True, cwd=ROOT, timeout=600,
+        )  # fmt: skip
+
+    served = tmp_path / "served"
+    # the plain export (the metrics the gate uses; the whole zoo would only take longer)
+    plain = cvscore("export", "coco_map", "mean_iou", "psnr", "ssim", "recall_at_k",
+                    "--out", str(served), "--formats", "onnx")  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    wanted = [
+        variant_name("mean_iou", {"num_classes": 4, "ignore_index": 255}),
+        variant_name("recall_at_k", {"ks": [1.0, 5.0]}),
+    ]
+    assert all(re.fullmatch(r"[a-z_]+-[0-9a-f]{12}", name) for name in wanted), wanted
+    gate_file = str(EXAMPLES / "pass.toml")
+    with BackgroundServer(ServerConfig(served, port=0, runtime="onnx")) as server:
+        lacking = cvscore("gate", gate_file, "--server", server.address, "--quiet",
+                          "--out", str(tmp_path / "lacking"))  # fmt: skip
+    assert lacking.returncode == 2, lacking.stderr
+    assert "Traceback" not in lacking.stderr
+    for name in wanted:
+        assert name in lacking.stderr
+    assert f"cvscore export --for-gate {gate_file}" in lacking.stderr
+    errors = ET.parse(tmp_path / "lacking" / "junit.xml").getroot().findall(".//error")
+    assert sorted(e.text.split(": ")[1] for e in errors if e.text) == sorted(wanted)
+
+    for_gate = cvscore("export", "--for-gate", gate_file, "--out", str(served), "--formats", "onnx")
+    assert for_gate.returncode == 0, for_gate.stderr
+    assert all((served / name / "manifest.json").is_file() for name in wanted)
+    with BackgroundServer(ServerConfig(served, port=0, runtime="onnx")) as server:
+        remote = cvscore("gate", gate_file, "--server", server.address, "--quiet",
+                         "--out", str(tmp_path / "remote"))  # fmt: skip
+    assert remote.returncode == 0, remote.stderr
+    report = json.loads((tmp_path / "remote" / "report.json").read_text())
+    in_process = json.loads((passed / "report.json").read_text())
+    assert report["figures"] == in_process["figures"]
+    assert report["artifacts"]["masks/mean_iou"]["model"] == wanted[0]

@@ -1,0 +1,110 @@
+"""``cvscore serve``: the scoring server; with no ``--repository`` it serves the default
+cache, exporting the zoo there on first start."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .common import repository
+from .errors import CliError
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="serve a model repository over gRPC")
+    p.add_argument(
+        "--repository", help="repository directory (default: the cache, built on first start)"
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8001, help="0 picks a free port")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument(
+        "--runtime",
+        default="auto",
+        help="runtimes to load: auto (every artifact) or a comma list of "
+        "torchscript, onnx, torch_export (the first is what requests for auto get)",
+    )
+    p.add_argument("--models", action="append", default=[], help="serve only these (comma list)")
+    p.add_argument("--max-batch-size", type=int, default=64, help="rows per run; 1: no batching")
+    p.add_argument("--max-queue-delay-us", type=int, default=500)
+    p.add_argument("--max-queue-size", type=int, default=256, help="requests per queue")
+    p.add_argument("--max-message-mb", type=int, default=256)
+    p.add_argument(
+        "--align",
+        type=int,
+        default=16,
+        help="start each request at a multiple of this many rows, so its scores do not "
+        "depend on what it is batched with (1: off)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="compute threads")
+    p.add_argument("--grace-s", type=float, default=30.0, help="drain time on SIGTERM")
+    p.add_argument("--no-batching", action="store_true", help="max batch 1, no delay")
+    p.add_argument("--no-progress", action="store_true", help="no export progress bar")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--log-format", default="text", choices=("text", "json"), help="json: one object a line"
+    )
+    g = p.add_argument_group("security")
+    g.add_argument("--tls-cert", metavar="PEM", help="serve over TLS with this certificate")
+    g.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    g.add_argument(
+        "--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA"
+    )
+    g.add_argument(
+        "--auth-tokens-file",
+        metavar="PATH",
+        help="require `authorization: Bearer TOKEN`, one token per line (health stays open)",
+    )
+    g.add_argument(
+        "--health-port",
+        type=int,
+        help="also serve the health service alone, in plaintext, here (kubelet gRPC probes)",
+    )
+    g = p.add_argument_group("observability")
+    g.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics here (0: free)")
+    g.add_argument("--metrics-host", default="", help="default: --host")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..server.app import ServerConfig, main, parse_models
+    from ..server.logs import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
+
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
+    try:
+        config = ServerConfig(
+            repository=repository(args),
+            host=args.host,
+            port=args.port,
+            device=args.device,
+            runtime=args.runtime,
+            models=parse_models(args.models),
+            export_missing=not args.repository,
+            max_batch_size=1 if args.no_batching else args.max_batch_size,
+            max_queue_delay_us=0 if args.no_batching else args.max_queue_delay_us,
+            max_queue_size=args.max_queue_size,
+            max_message_mb=args.max_message_mb,
+            align=args.align,
+            workers=args.workers,
+            grace_s=args.grace_s,
+            tls_cert=path(args.tls_cert),
+            tls_key=path(args.tls_key),
+            tls_client_ca=path(args.tls_client_ca),
+            auth_tokens_file=path(args.auth_tokens_file),
+            health_port=args.health_port,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+        )
+    except ValueError as exc:  # a flag out of range, half a TLS pair
+        raise CliError(str(exc)) from exc
+    try:
+        return main(config, progress=not args.no_progress)
+    except (ValueError, OSError) as exc:
+        # What the server reports while starting: unreadable TLS or token files, a port
+        # in use. (--debug shows the traceback.)
+        raise CliError(str(exc)) from exc
