@@ -58,7 +58,10 @@ REDUCTIONS: dict[str, pb.Reduction] = {
     "sum": pb.REDUCTION_SUM,
 }
 REDUCTION_NAMES: dict[int, str] = {v: k for k, v in REDUCTIONS.items()}
-RETRY_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
+# CANCELLED too: this client never cancels a call itself, so a CANCELLED status means the
+# server reset the stream: grpc does that to calls it received but had not handed to the
+# application when it shut down (a rolling restart), and those are safe to send again.
+RETRY_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
 
 class CvscoreError(Exception):

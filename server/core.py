@@ -18,14 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..exporters.repository import check_model_name, list_models, read_manifest
+from ..exporters.repository import check_model_name, list_models, load_manifest
 from . import runtimes, stats
+from .admission import Admission, Limits, Plan, Tensorish, decode
 from .batcher import Batcher, BatchInfo, Hook
 from .errors import (
     InvalidInputError,
     NotFoundError,
     NotReadyError,
     RuntimeUnavailableError,
+    TooLargeError,
+    shown,
 )
 from .signature import Prepared, Signature
 
@@ -54,6 +57,7 @@ class CoreOptions:
     workers: int = 2
     warmup: bool = True
     verify: bool = True
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class Model:
     """One served model and the runtimes it was loaded into."""
 
     signature: Signature
+    plan: Plan
     runtimes: dict[str, runtimes.Runtime] = field(default_factory=dict)
     batchers: dict[str, Batcher] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
@@ -115,12 +120,23 @@ class Model:
     def runtime_names(self) -> list[str]:
         return list(self.runtimes)
 
+    def reason(self) -> str:
+        """Why no runtime is loaded (empty when one is), without paths: clients see it."""
+        if self.ready:
+            return ""
+        kinds = ", ".join(
+            f"{k} {'not exported' if v == 'not exported' else 'refused'}"
+            for k, v in self.failures.items()
+        )
+        return f"no runtime could be loaded ({kinds or 'none wanted'}); see the server log"
+
     def pick(self, runtime: str) -> str:
         if runtime in ("", "auto"):
             return self.default_runtime
         if runtime not in runtimes.RUNTIMES:
             raise InvalidInputError(
-                f"Expected `runtime` to be one of {['auto', *runtimes.RUNTIMES]}, got {runtime!r}"
+                f"Expected `runtime` to be one of {['auto', *runtimes.RUNTIMES]}, "
+                f"got {shown(runtime)!r}"
             )
         if runtime not in self.runtimes:
             raise RuntimeUnavailableError(
@@ -159,6 +175,9 @@ class ScoringCore:
         self.expected: list[str] = list(names) if names else list_models(self.repository)
         self.ready = False
         self.closing = False
+        self.stopping = False  # set from any thread: stop loading after the current model
+        # entries of the repository that cannot be served at all, with the reason
+        self.failed: dict[str, str] = {}
         self._executor = ThreadPoolExecutor(
             max_workers=max(1, self.options.workers), thread_name_prefix="cvscore-compute"
         )
@@ -174,19 +193,31 @@ class ScoringCore:
         if names:
             self.expected = list(names)
         for name in self.expected:
-            model = self._load_model(name)
+            if self.stopping:
+                log.info(
+                    "stopping: %d model(s) left unloaded", len(self.expected) - len(self.models)
+                )
+                return
+            try:
+                model = self._load_model(name)
+            except Exception as exc:  # one bad entry never stops the others from serving
+                reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                log.error("model %s: cannot serve it: %s", shown(name, 128), reason)
+                self.failed[name] = reason
+                continue
             self.models[name] = model
             if on_model is not None:
                 on_model(model)
 
     def _load_model(self, name: str) -> Model:
         check_model_name(name)  # never join a name that could leave the repository
-        manifest = read_manifest(self.repository / name)
-        if manifest is None:
-            raise NotFoundError(f"Model `{name}` is not in the repository {self.repository}")
-        manifest = {**manifest, "name": name}
+        manifest = {**load_manifest(self.repository / name), "name": name}
         spec = _spec_for(manifest.get("metric", name))
-        model = Model(Signature.from_manifest(manifest, spec))
+        try:
+            signature = Signature.from_manifest(manifest, spec)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"its manifest does not describe a signature ({exc!r})") from None
+        model = Model(signature, Plan(signature, self.options.limits))
         artifacts = set(manifest.get("files", {}))
         from ..exporters.formats import FORMATS
 
@@ -227,7 +258,9 @@ class ScoringCore:
 
         gen = torch.Generator().manual_seed(0)
         sample = spec.make_inputs(gen, {"N": max(1, self.options.align)})
-        prepared = model.signature.prepare({k: v.numpy() for k, v in sample.items()})
+        arrays = {k: v.numpy() for k, v in sample.items()}
+        model.plan.admit(arrays)
+        prepared = model.signature.prepare(arrays)
         for _ in range(2):
             runtime.run(prepared.inputs)
 
@@ -256,6 +289,7 @@ class ScoringCore:
                     max_queue_size=o.max_queue_size,
                     align=o.align,
                     splittable=model.signature.splittable,
+                    max_cost=o.limits.max_work_bytes,
                 )
                 batcher.hooks.extend(self._hooks)
                 batcher.start()
@@ -295,10 +329,14 @@ class ScoringCore:
     def model(self, name: str) -> Model:
         model = self.models.get(name)
         if model is None:
+            if name in self.failed:
+                raise RuntimeUnavailableError(
+                    f"Model `{shown(name)}` could not be loaded on this server: {self.failed[name]}"
+                )
             if name in self.expected and not self.ready:
-                raise NotReadyError(f"Model `{name}` is still loading")
+                raise NotReadyError(f"Model `{shown(name)}` is still loading")
             known = ", ".join(sorted(self.models)) or "none"
-            raise NotFoundError(f"Unknown metric `{name}`; known metrics: {known}")
+            raise NotFoundError(f"Unknown metric `{shown(name)}`; known metrics: {known}")
         return model
 
     def serving(self, name: str) -> Model:
@@ -322,12 +360,18 @@ class ScoringCore:
     async def score(
         self,
         name: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Tensorish],
         runtime: str = "auto",
         reduction: str = "mean",
         deadline: float | None = None,
+        exact_dtypes: bool = False,
     ) -> ScoreResult:
-        """Score one batch. ``deadline`` is in ``loop.time()`` seconds."""
+        """Score one batch. ``deadline`` is in ``loop.time()`` seconds.
+
+        ``inputs`` are arrays or wire declarations; nothing is decoded before the admission
+        check passes. ``exact_dtypes``: refuse a float input of another float dtype rather
+        than cast it (the KServe API).
+        """
         start = time.perf_counter()
         model = self.serving(name)
         if reduction not in REDUCTIONS:
@@ -335,9 +379,10 @@ class ScoringCore:
                 f"Expected `reduction` to be one of {list(REDUCTIONS)}, got {reduction!r}"
             )
         kind = model.pick(runtime)
-        prepared = await self._prepare(model, inputs)
+        admission = model.plan.admit(inputs, exact_dtypes)
+        prepared = await self._prepare(model, inputs, admission)
         outputs, info = await model.batchers[kind].submit(
-            prepared.inputs, prepared.batch_size, deadline
+            prepared.inputs, prepared.batch_size, deadline, cost=admission.work_bytes
         )
         reduced = {}
         if reduction != "none":
@@ -359,7 +404,7 @@ class ScoringCore:
     async def evaluate(
         self,
         name: str,
-        batches: AsyncIterator[Mapping[str, np.ndarray]],
+        batches: AsyncIterator[Mapping[str, Tensorish]],
         runtime: str = "auto",
         return_scores: bool = False,
         deadline: float | None = None,
@@ -420,19 +465,26 @@ class ScoringCore:
 
         try:
             async for arrays in batches:
+                side: Mapping[str, Tensorish] = {}
                 if aggregator is not None:
                     side = {k: v for k, v in arrays.items() if k not in graph_inputs}
                     arrays = {k: v for k, v in arrays.items() if k in graph_inputs}
                 try:
-                    prepared = await self._prepare(model, arrays)
-                except InvalidInputError as exc:
-                    raise InvalidInputError(f"Batch {count}: {exc.message}") from None
+                    admission = model.plan.admit(arrays, extra=list(side.values()))
+                    prepared = await self._prepare(model, arrays, admission)
+                except (InvalidInputError, TooLargeError) as exc:
+                    raise type(exc)(f"Batch {count}: {exc.message}") from None
                 if aggregator is not None:
-                    folded_inputs.append({**prepared.inputs, **side})
+                    folded_inputs.append({**prepared.inputs, **decode(side)})
                 count += 1
                 pending.append(
                     asyncio.ensure_future(
-                        batcher.submit(prepared.inputs, prepared.batch_size, deadline)
+                        batcher.submit(
+                            prepared.inputs,
+                            prepared.batch_size,
+                            deadline,
+                            cost=admission.work_bytes,
+                        )
                     )
                 )
                 while len(pending) >= inflight:
@@ -483,9 +535,13 @@ class ScoringCore:
     ) -> None:
         await self._offload(sum(v.nbytes for v in outputs.values()), lambda: fold(outputs, info))
 
-    async def _prepare(self, model: Model, arrays: Mapping[str, np.ndarray]) -> Prepared:
-        nbytes = sum(a.nbytes for a in arrays.values())
-        prepared: Prepared = await self._offload(nbytes, lambda: model.signature.prepare(arrays))
+    async def _prepare(
+        self, model: Model, inputs: Mapping[str, Tensorish], admission: Admission
+    ) -> Prepared:
+        """Decode admitted inputs and bring them into the artifact's form (domain checks)."""
+        prepared: Prepared = await self._offload(
+            admission.request_bytes, lambda: model.signature.prepare(decode(inputs))
+        )
         return prepared
 
     async def _offload(self, nbytes: int, fn: Callable[[], Any]) -> Any:
