@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,8 +35,19 @@ from .kserve import SERVICE as KSERVE_SERVICE
 from .kserve import KServeServicer, Messages, private_pool
 from .runtimes import RUNTIMES
 from .servicer import ScoringServicer
+from .startup import check_repository, prepare_repository
 from .telemetry import Telemetry, TelemetryInterceptor
 from .wire import DecodeGuardInterceptor
+
+__all__ = [
+    "BackgroundServer",
+    "Server",
+    "ServerConfig",
+    "check_repository",
+    "main",
+    "prepare_repository",
+    "serve",
+]
 
 log = logging.getLogger(__name__)
 
@@ -128,72 +138,6 @@ class ServerConfig:
             raise ValueError("`tls_client_ca` (mutual TLS) needs `tls_cert` and `tls_key`")
         for name in self.models:
             check_model_name(name)
-
-
-# -- the repository -------------------------------------------------------------------------
-def prepare_repository(config: ServerConfig, progress: bool = True) -> Path:
-    """Check the repository and, when asked, export into it; return the repository.
-
-    With ``export_missing`` (``--export-missing``, and the default cache) every registered
-    metric, or those in ``models``, is exported unless up to date; a metric that fails to
-    export is logged and left out rather than stopping the server. Without it the
-    repository must exist and hold every model in ``models`` (:func:`check_repository`).
-    """
-    from ..exporters import export_many
-    from ..exporters.repository import list_models
-    from ..metrics import registry
-
-    repo = config.repository
-    present = set(list_models(repo))
-    known = registry.names()
-    check_repository(config, sorted(present), known)
-    if not config.export_missing:
-        return repo  # a repository is served as it is, never written to unless asked
-    wanted = [n for n in (config.models or known) if n in known]
-    if not wanted:
-        return repo
-    from tqdm import tqdm
-
-    log.info("exporting %d model(s) into %s", len(wanted), repo)
-    bar = tqdm(wanted, desc="export", unit="model", disable=not progress, file=sys.stderr)
-    for name in bar:
-        bar.set_postfix_str(name)
-        try:
-            export_many([name], repo, progress=False)
-        except Exception as exc:
-            log.warning("cannot export %s, serving without it: %s", name, exc)
-    return repo
-
-
-def check_repository(config: ServerConfig, present: Sequence[str], known: Sequence[str]) -> None:
-    """ValueError, one line, when the repository or a requested model cannot be served."""
-    repo = config.repository
-    if not config.export_missing:
-        if not repo.is_dir():
-            raise ValueError(
-                f"The repository {repo} does not exist; pass --export-missing to export the "
-                f"metric zoo into it, or run `cvscore export --out {repo}` first"
-            )
-        if not present:
-            raise ValueError(
-                f"The repository {repo} holds no models; pass --export-missing to export the "
-                "metric zoo into it"
-            )
-    servable = set(present) | (set(known) if config.export_missing else set())
-    unknown = [n for n in config.models if n not in servable]
-    if not unknown:
-        return
-    exportable = [n for n in unknown if n in known]
-    hint = (
-        f"; {', '.join(exportable)} can be exported with --export-missing"
-        if exportable and not config.export_missing
-        else ""
-    )
-    where = "known models" if config.export_missing else f"the repository {repo} holds"
-    raise ValueError(
-        f"Unknown model{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-        f"{where}: {', '.join(sorted(servable)) or 'none'}{hint}"
-    )
 
 
 # -- the server -----------------------------------------------------------------------------

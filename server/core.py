@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ..exporters.repository import check_model_name, list_models, load_manifest
+from ..exporters.repository import list_models
 from . import runtimes, stats
-from .admission import Admission, Limits, Plan, Tensorish, decode
+from .admission import Admission, Tensorish, decode
 from .batcher import Batcher, BatchInfo, Hook
 from .errors import (
     InvalidInputError,
@@ -30,34 +30,16 @@ from .errors import (
     TooLargeError,
     shown,
 )
-from .signature import Prepared, Signature
+from .models import PREFERENCE, CoreOptions, Model, load_model
+from .signature import Prepared
 
-if TYPE_CHECKING:
-    from ..metrics.registry import MetricSpec
+__all__ = ["PREFERENCE", "CoreOptions", "EvaluateResult", "Model", "ScoreResult", "ScoringCore"]
 
 log = logging.getLogger(__name__)
 
 REDUCTIONS = ("none", "mean", "sum")
-# What "auto" picks, among the runtimes on the server's device first.
-PREFERENCE = ("onnx", "torchscript", "torch_export")
 # Inputs larger than this are checked off the event loop.
 INLINE_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class CoreOptions:
-    """How models are loaded and batched."""
-
-    device: str = "auto"
-    runtimes: tuple[str, ...] = ()  # empty: every artifact the repository holds
-    max_batch_size: int = 64
-    max_queue_delay_us: int = 500
-    max_queue_size: int = 256
-    align: int = 16
-    workers: int = 2
-    warmup: bool = True
-    verify: bool = True
-    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(frozen=True)
@@ -92,70 +74,6 @@ class EvaluateResult:
     timing: Timing
     aggregator_state: bytes = b""
     figures: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class Model:
-    """One served model and the runtimes it was loaded into."""
-
-    signature: Signature
-    plan: Plan
-    runtimes: dict[str, runtimes.Runtime] = field(default_factory=dict)
-    batchers: dict[str, Batcher] = field(default_factory=dict)
-    failures: dict[str, str] = field(default_factory=dict)
-    default_runtime: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.signature.name
-
-    @property
-    def ready(self) -> bool:
-        return bool(self.runtimes)
-
-    @property
-    def device(self) -> str:
-        return self.runtimes[self.default_runtime].device if self.ready else ""
-
-    def runtime_names(self) -> list[str]:
-        return list(self.runtimes)
-
-    def reason(self) -> str:
-        """Why no runtime is loaded (empty when one is), without paths: clients see it."""
-        if self.ready:
-            return ""
-        kinds = ", ".join(
-            f"{k} {'not exported' if v == 'not exported' else 'refused'}"
-            for k, v in self.failures.items()
-        )
-        return f"no runtime could be loaded ({kinds or 'none wanted'}); see the server log"
-
-    def pick(self, runtime: str) -> str:
-        if runtime in ("", "auto"):
-            return self.default_runtime
-        if runtime not in runtimes.RUNTIMES:
-            raise InvalidInputError(
-                f"Expected `runtime` to be one of {['auto', *runtimes.RUNTIMES]}, "
-                f"got {shown(runtime)!r}"
-            )
-        if runtime not in self.runtimes:
-            raise RuntimeUnavailableError(
-                f"Model `{self.name}` has no `{runtime}` runtime on this server; "
-                f"available: {self.runtime_names()}"
-            )
-        return runtime
-
-
-def _spec_for(metric: str) -> MetricSpec | None:
-    """The registered spec, when the registry imports and still knows the metric."""
-    try:
-        from ..metrics import registry
-
-        if metric in registry.names():
-            return registry.get(metric)
-    except Exception:
-        log.exception("the metric registry failed to import; serving from manifests alone")
-    return None
 
 
 class ScoringCore:
@@ -199,7 +117,7 @@ class ScoringCore:
                 )
                 return
             try:
-                model = self._load_model(name)
+                model = load_model(self.repository, name, self.options, self.device)
             except Exception as exc:  # one bad entry never stops the others from serving
                 reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
                 log.error("model %s: cannot serve it: %s", shown(name, 128), reason)
@@ -208,70 +126,6 @@ class ScoringCore:
             self.models[name] = model
             if on_model is not None:
                 on_model(model)
-
-    def _load_model(self, name: str) -> Model:
-        check_model_name(name)  # never join a name that could leave the repository
-        manifest = {**load_manifest(self.repository / name), "name": name}
-        spec = _spec_for(manifest.get("metric", name))
-        try:
-            signature = Signature.from_manifest(manifest, spec)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"its manifest does not describe a signature ({exc!r})") from None
-        model = Model(signature, Plan(signature, self.options.limits))
-        artifacts = set(manifest.get("files", {}))
-        from ..exporters.formats import FORMATS
-
-        wanted = self.options.runtimes or runtimes.RUNTIMES
-        for kind in wanted:
-            if FORMATS[kind] not in artifacts:
-                model.failures[kind] = "not exported"
-                continue
-            try:
-                loaded = runtimes.load(
-                    self.repository, name, kind, self.device, verify=self.options.verify
-                )
-                if self.options.warmup and spec is not None and model.signature.spec is not None:
-                    self._warm(model, spec, loaded)
-            except runtimes.ArtifactError as exc:  # tampered, truncated or missing
-                log.error("model %s: refusing the %s artifact: %s", name, kind, exc)
-                model.failures[kind] = str(exc)
-                continue
-            except Exception as exc:
-                log.error("model %s: cannot load %s: %s", name, kind, exc)
-                model.failures[kind] = str(exc)
-                continue
-            model.runtimes[kind] = loaded
-        model.default_runtime = self._default_runtime(model)
-        if model.ready:
-            log.info(
-                "model %s: %s on %s (auto: %s)",
-                name,
-                ", ".join(model.runtimes),
-                self.device,
-                model.default_runtime,
-            )
-        return model
-
-    def _warm(self, model: Model, spec: MetricSpec, runtime: runtimes.Runtime) -> None:
-        """Run the artifact twice on valid inputs: fail at startup, not on a request."""
-        import torch
-
-        gen = torch.Generator().manual_seed(0)
-        sample = spec.make_inputs(gen, {"N": max(1, self.options.align)})
-        arrays = {k: v.numpy() for k, v in sample.items()}
-        model.plan.admit(arrays)
-        prepared = model.signature.prepare(arrays)
-        for _ in range(2):
-            runtime.run(prepared.inputs)
-
-    def _default_runtime(self, model: Model) -> str:
-        order = list(self.options.runtimes or PREFERENCE)
-        on_device = [
-            k for k in order if k in model.runtimes and model.runtimes[k].device == self.device
-        ]
-        rest = [k for k in order if k in model.runtimes and k not in on_device]
-        chosen = on_device + rest
-        return chosen[0] if chosen else ""
 
     async def start(self) -> None:
         """Create the batchers on the running loop and report ready."""
