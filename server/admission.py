@@ -80,6 +80,11 @@ def declared(value: Tensorish) -> tuple[str, tuple[int, ...], int, int]:
     return dtype_name(value.dtype), shape, int(value.size), int(value.nbytes)
 
 
+def _count(t: TensorInfo, sizes: Mapping[str, int]) -> int:
+    """Elements of ``t`` for bound axis sizes (an unbound axis counts as 1)."""
+    return math.prod(d if isinstance(d, int) else sizes.get(d, 1) for d in t.canonical)
+
+
 def _fmt(shape: Sequence[Any]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -161,11 +166,12 @@ class Plan:
         """What the graph allocates beyond its inputs, outputs included (an estimate)."""
         if self.work is not None:
             return int(self.work(sizes, self.params))
-        outputs = sum(
-            math.prod(d if isinstance(d, int) else sizes.get(d, 1) for d in t.canonical)
-            for t in self.signature.outputs
+        outputs = sum(_count(t, sizes) for t in self.signature.outputs)
+        # fixed axes count too: the broadcast is at least as large as any input
+        broadcast = max(
+            math.prod(sizes.values()), *(_count(t, sizes) for t in self.signature.inputs)
         )
-        return self.itemsize * (LIVE * math.prod(sizes.values()) + outputs)
+        return self.itemsize * (LIVE * broadcast + outputs)
 
     # -- pieces ---------------------------------------------------------------------------
     @staticmethod
