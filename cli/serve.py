@@ -26,6 +26,25 @@ def add_parser(sub: Any) -> None:
         "torchscript, onnx, torch_export (the first is what requests for auto get)",
     )
     p.add_argument("--models", action="append", default=[], help="serve only these (comma list)")
+    p.add_argument(
+        "--export-missing",
+        action="store_true",
+        help="export registered metrics the repository lacks (creating it); "
+        "the default with no --repository",
+    )
+    p.add_argument(
+        "--max-request-mb",
+        type=float,
+        default=256.0,
+        help="refuse a request whose decoded inputs exceed this (RESOURCE_EXHAUSTED)",
+    )
+    p.add_argument(
+        "--max-work-mb",
+        type=float,
+        default=1024.0,
+        help="refuse a request whose graph would allocate more than this, estimated "
+        "before it runs (RESOURCE_EXHAUSTED)",
+    )
     p.add_argument("--max-batch-size", type=int, default=64, help="rows per run; 1: no batching")
     p.add_argument("--max-queue-delay-us", type=int, default=500)
     p.add_argument("--max-queue-size", type=int, default=256, help="requests per queue")
@@ -84,11 +103,13 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             runtime=args.runtime,
             models=parse_models(args.models),
-            export_missing=not args.repository,
+            export_missing=args.export_missing or not args.repository,
             max_batch_size=1 if args.no_batching else args.max_batch_size,
             max_queue_delay_us=0 if args.no_batching else args.max_queue_delay_us,
             max_queue_size=args.max_queue_size,
             max_message_mb=args.max_message_mb,
+            max_request_mb=args.max_request_mb,
+            max_work_mb=args.max_work_mb,
             align=args.align,
             workers=args.workers,
             grace_s=args.grace_s,

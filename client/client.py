@@ -44,7 +44,10 @@ from .results import CvscoreError, EvaluateResult, MetricInfo, ScoreResult
 from .tls import channel_credentials
 
 T = TypeVar("T")
-RETRY_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
+# CANCELLED too: this client never cancels a call itself, so a CANCELLED status means the
+# server reset the stream: grpc does that to calls it received but had not handed to the
+# application when it shut down (a rolling restart), and those are safe to send again.
+RETRY_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
 
 # -- the clients --------------------------------------------------------------------------

@@ -178,15 +178,32 @@ class ExportResult:
     seconds: float
 
 
-def read_manifest(model_dir: Path) -> dict[str, Any] | None:
+def load_manifest(model_dir: Path) -> dict[str, Any]:
+    """A model's manifest; ValueError saying what is wrong with it (no path, no traceback)."""
     path = model_dir / MANIFEST
     if not path.is_file():
-        return None
+        raise ValueError(f"it has no {MANIFEST}")
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except OSError as exc:
+        raise ValueError(f"its {MANIFEST} cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"its {MANIFEST} is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"its {MANIFEST} is not valid JSON ({exc.msg} at line {exc.lineno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"its {MANIFEST} holds a {type(data).__name__}, not an object")
+    return data
+
+
+def read_manifest(model_dir: Path) -> dict[str, Any] | None:
+    """A model's manifest, or None when it is missing or unreadable."""
+    try:
+        return load_manifest(model_dir)
+    except ValueError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _up_to_date(

@@ -359,6 +359,12 @@ def evaluate(
     return agg
 
 
+def _coco_work(sizes: Mapping[str, int], params: Mapping[str, Any]) -> int:
+    """Bytes at the peak: the float64 IoU matrix and its temporaries (measured ~68 per
+    N·G pair by bench/work.py)."""
+    return 96 * sizes.get("N", 0) * sizes.get("G", 0)
+
+
 register(
     MetricSpec(
         name="coco_map",
@@ -383,6 +389,7 @@ register(
         differentiable=False,
         validate=_validate,
         example_sizes={"N": 5, "G": 3},
+        work=_coco_work,
         aggregator=CocoAggregator,
     )
 )

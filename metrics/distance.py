@@ -247,6 +247,13 @@ def _validate_masked(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) ->
 
 
 # -- registry -----------------------------------------------------------------------------
+def _distance_dice_work(sizes: Mapping[str, int], params: Mapping[str, Any]) -> int:
+    """Bytes at the peak: the exact distance transform's min-plus step broadcasts every
+    pixel against a whole row or column, N·C·H·W·max(H, W) (measured ~9 bytes each)."""
+    n, c, h, w = (sizes.get(k, 0) for k in "NCHW")
+    return 16 * n * c * h * w * max(h, w) + 24 * n * c * h * w
+
+
 register(
     MetricSpec(
         name="distance_dice",
@@ -271,6 +278,7 @@ register(
         summary="1 - Dice weighted by 1 + inverted distance map (EDT computed in-graph)",
         validate=_validate_dice,
         example_sizes={"N": 3, "C": 3, "H": 9, "W": 11},
+        work=_distance_dice_work,
         min_sizes={"C": 2},
     )
 )

@@ -556,6 +556,14 @@ register(
     )
 )
 
+
+def _cosface_work(sizes: Mapping[str, int], params: Mapping[str, Any]) -> int:
+    """Bytes at the peak: the N·K cosine matrix and its margin and softmax temporaries
+    (measured ~18 per pair), and the normalised copies of the inputs."""
+    n, k, d = (sizes.get(key, 0) for key in "NKD")
+    return 24 * n * k + 8 * (n + k) * d
+
+
 register(
     MetricSpec(
         name="cosface",
@@ -580,6 +588,7 @@ register(
         summary="large margin cosine loss",
         validate=_validate_cosface,
         example_sizes={"N": 3, "K": 4, "D": 5},
+        work=_cosface_work,
         min_sizes={"K": 1, "D": 1},
     )
 )

@@ -370,6 +370,12 @@ _NORMALIZE = ParamSpec("normalize", True, "standardise inputs with the ImageNet 
 _JOHNSON = "Johnson et al. 2016, Perceptual Losses, arXiv:1603.08155"
 
 
+def _vgg_work(sizes: Mapping[str, int], params: Mapping[str, Any]) -> int:
+    """Bytes at the peak: VGG's first block holds a few 64-channel float32 maps at full
+    resolution for each image of a pair (torchvision's widths; narrower weights need less)."""
+    return 2 * 3 * 64 * 4 * sizes.get("N", 0) * sizes.get("H", 0) * sizes.get("W", 0)
+
+
 def _image_spec(name, module, functional, summary, paper, oracle, layers, low, size, params=()):
     return register(
         MetricSpec(
@@ -388,6 +394,7 @@ def _image_spec(name, module, functional, summary, paper, oracle, layers, low, s
             summary=summary,
             validate=_validate_images,
             example_sizes={"N": 3, "H": size, "W": size + 2},
+            work=_vgg_work,
             min_sizes={"H": low, "W": low},
             requires=REQUIRES,
         )
@@ -464,6 +471,7 @@ register(
         summary="pixel BCE + mu * VGG19 feature loss on masks",
         validate=_validate_topology,
         example_sizes={"N": 3, "H": 8, "W": 10},
+        work=_vgg_work,
         min_sizes={"H": 8, "W": 8},
         requires=REQUIRES,
     )

@@ -196,6 +196,13 @@ class MetricSpec:
     aggregator: Callable[..., Any] | None = None
     # Samplers for the regimes beyond "typical" (see REGIMES), same signature as ``sample``.
     regimes: Mapping[str, Sampler] = field(default_factory=dict)
+    # What the graph allocates: given the bound axis sizes (canonical names, "S" for a
+    # flattened "*") and the resolved params, the bytes it holds at its peak beyond its
+    # inputs, outputs included. None: a few temporaries the size of the product of every
+    # axis, which bounds any broadcast of the inputs against each other. The server checks
+    # it against its work budget before running a request (server/admission.py); the
+    # figures are calibrated against measured peaks by bench/work.py.
+    work: Callable[[Mapping[str, int], Mapping[str, Any]], int] | None = None
 
     # -- parameters ---------------------------------------------------------------------
     def defaults(self) -> dict[str, Any]:

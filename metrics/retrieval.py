@@ -176,6 +176,13 @@ def _validate(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
         raise ValueError(f"Expected `exclude` to hold gallery indices in [-1, {m - 1}]")
 
 
+def _recall_work(sizes: Mapping[str, int], params: Mapping[str, Any]) -> int:
+    """Bytes at the peak: the N·M similarity matrix and its temporaries (measured ~35 per
+    query-gallery pair)."""
+    n, m, d = (sizes.get(k, 0) for k in "NMD")
+    return 48 * n * m + 8 * (n + m) * d
+
+
 register(
     MetricSpec(
         name="recall_at_k",
@@ -210,6 +217,7 @@ register(
         differentiable=False,
         validate=_validate,
         example_sizes={"N": 4, "M": 6, "D": 5},
+        work=_recall_work,
         min_sizes={"M": 1},
         aggregator=RetrievalAggregator,
     )

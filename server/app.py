@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,12 +28,26 @@ from grpc_reflection.v1alpha import reflection
 from ..exporters.repository import check_model_name
 from ..v1 import scoring_pb2, scoring_pb2_grpc
 from . import security
+from .admission import Limits
 from .core import CoreOptions, ScoringCore
+from .errors import shown
 from .kserve import SERVICE as KSERVE_SERVICE
 from .kserve import KServeServicer, Messages, private_pool
 from .runtimes import RUNTIMES
 from .servicer import ScoringServicer
+from .startup import check_repository, prepare_repository
 from .telemetry import Telemetry, TelemetryInterceptor
+from .wire import DecodeGuardInterceptor
+
+__all__ = [
+    "BackgroundServer",
+    "Server",
+    "ServerConfig",
+    "check_repository",
+    "main",
+    "prepare_repository",
+    "serve",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +72,9 @@ class ServerConfig:
     max_queue_delay_us: int = 500
     max_queue_size: int = 256
     max_message_mb: int = 256
+    # the admission budget of one request (server/admission.py)
+    max_request_mb: float = 256.0  # its inputs, decoded and cast
+    max_work_mb: float = 1024.0  # what its graph allocates (an estimate), inputs included
     align: int = 16
     workers: int = 2
     grace_s: float = 30.0
@@ -92,11 +108,20 @@ class ServerConfig:
             max_queue_size=self.max_queue_size,
             align=self.align,
             workers=self.workers,
+            limits=Limits.from_mb(self.max_request_mb, self.max_work_mb),
         )
 
     def validate(self) -> None:
         self.runtimes()
-        for name in ("max_batch_size", "max_queue_size", "max_message_mb", "align", "workers"):
+        for name in (
+            "max_batch_size",
+            "max_queue_size",
+            "max_message_mb",
+            "max_request_mb",
+            "max_work_mb",
+            "align",
+            "workers",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"Expected `{name}` to be at least 1, got {getattr(self, name)}")
         if self.max_queue_delay_us < 0:
@@ -113,82 +138,6 @@ class ServerConfig:
             raise ValueError("`tls_client_ca` (mutual TLS) needs `tls_cert` and `tls_key`")
         for name in self.models:
             check_model_name(name)
-
-
-# -- the repository -------------------------------------------------------------------------
-def prepare_repository(config: ServerConfig, progress: bool = True) -> Path:
-    """Export what the server needs and the repository lacks; return the repository.
-
-    With ``export_missing`` (the default cache) every registered metric, or those in
-    ``models``, is exported unless up to date; otherwise the zoo is exported only into an
-    empty repository, and a model named in ``models`` only when it is missing. A metric that
-    fails to export is logged and left out rather than stopping the server.
-    """
-    from ..exporters import export_many
-    from ..exporters.repository import list_models
-    from ..metrics import registry
-
-    repo = config.repository
-    present = set(list_models(repo))
-    known = registry.names()
-    if config.export_missing or not present:
-        wanted = [n for n in (config.models or known) if n in known]
-    else:
-        wanted = [n for n in config.models if n not in present and n in known]
-    if wanted:
-        from tqdm import tqdm
-
-        log.info("exporting %d model(s) into %s", len(wanted), repo)
-        bar = tqdm(wanted, desc="export", unit="model", disable=not progress, file=sys.stderr)
-        for name in bar:
-            bar.set_postfix_str(name)
-            try:
-                export_many([name], repo, progress=False)
-            except Exception as exc:
-                log.warning("cannot export %s, serving without it: %s", name, exc)
-    check_staleness(repo, config.models, rebuild=config.export_missing)
-    return repo
-
-
-def check_staleness(repo: Path, models: Sequence[str] = (), rebuild: bool = False) -> list[str]:
-    """Report the models whose artifacts no longer match the installed definitions.
-
-    Each stale model is logged by name with the reason; with ``rebuild`` (the server owns
-    the repository) it is re-exported with its manifest's parameters and formats instead.
-    Returns the names still stale afterwards.
-    """
-    from ..exporters import export_metric
-    from ..exporters.formats import FORMATS
-    from ..exporters.repository import list_models, read_manifest, staleness
-    from ..metrics import registry
-
-    stale = []
-    for name in list_models(repo):
-        if models and name not in models:
-            continue
-        manifest = read_manifest(repo / name)
-        reason = staleness(repo / name, manifest)
-        if reason is None:
-            continue
-        if rebuild and manifest is not None:
-            try:
-                spec = registry.get(str(manifest.get("metric")))
-                files = manifest.get("files") or {}
-                formats = [f for f, filename in FORMATS.items() if filename in files]
-                export_metric(
-                    spec, repo, manifest.get("params"), formats or tuple(FORMATS), name=name
-                )
-                log.info("re-exported %s: %s", name, reason)
-                continue
-            except Exception as exc:
-                reason = f"{reason}; re-export failed: {exc}"
-        log.warning(
-            "model %s is stale: %s; it is served as built. Re-export it with `cvscore export`",
-            name,
-            reason,
-        )
-        stale.append(name)
-    return stale
 
 
 # -- the server -----------------------------------------------------------------------------
@@ -212,6 +161,8 @@ class Server:
             tokens = security.load_tokens(config.auth_tokens_file)
             interceptors.append(security.TokenAuthInterceptor(tokens))
             log.info("bearer-token authentication on (%d token(s)); health is open", len(tokens))
+        self.decode_guard = DecodeGuardInterceptor()  # innermost: sees decoded requests
+        interceptors.append(self.decode_guard)
         self.grpc = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -271,15 +222,26 @@ class Server:
     async def load(self) -> None:
         """Load every (model, runtime) once, then report SERVING."""
         await asyncio.to_thread(self.core.load)
+        if self.core.stopping:  # a stop signal arrived while loading: never report SERVING
+            return
         await self.core.start()
         if self.telemetry is not None:
             self.telemetry.attach(self.core)
         for model in self.core.models.values():
             await self.health.set(model.name, SERVING if model.ready else NOT_SERVING)
+        for name in self.core.failed:
+            await self.health.set(name, NOT_SERVING)
         for service in ("", *self.services[:2]):
             await self.health.set(service, SERVING)
         ready = sum(m.ready for m in self.core.models.values())
-        log.info("%d of %d models ready", ready, len(self.core.models))
+        log.info("%d of %d models ready", ready, len(self.core.expected))
+        if self.core.failed:
+            log.warning(
+                "not serving %d repository entr%s: %s (see the errors above)",
+                len(self.core.failed),
+                "y" if len(self.core.failed) == 1 else "ies",
+                ", ".join(shown(n) for n in self.core.failed),
+            )
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, finish queued and in-flight requests, release everything."""
@@ -325,7 +287,17 @@ async def serve(
         await server.listen()
         if on_listening is not None:
             on_listening(server)
-        await server.load()
+        loading = asyncio.ensure_future(server.load())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({loading, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not loading.done():
+            # SIGTERM while loading: finish the model being loaded, skip the rest, exit.
+            log.info("stopping while loading models")
+            core.stopping = True
+            await loading
+            return
+        stopped.cancel()
+        await loading  # its errors, if any
         if on_ready is not None:
             on_ready(server)
         await stop.wait()
@@ -338,6 +310,8 @@ async def serve(
 def main(config: ServerConfig, progress: bool = True) -> int:
     """``cvscore serve``: prepare the repository, serve until SIGTERM/SIGINT, exit 0."""
     config.validate()
+    if config.tls_cert is not None and config.tls_key is not None:
+        security.check_key_pair(config.tls_cert, config.tls_key)  # before any export
     prepare_repository(config, progress=progress)
 
     async def run() -> None:

@@ -58,6 +58,7 @@ class Request:
     future: asyncio.Future[tuple[dict[str, np.ndarray], BatchInfo]]
     arrival: float
     deadline: float | None = None
+    cost: int = 0  # admission's work estimate in bytes
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -108,6 +109,7 @@ class Batcher:
         max_queue_size: int = 256,
         align: int = 16,
         splittable: bool = True,
+        max_cost: int = 0,
     ) -> None:
         self.label = label
         self._run_fn = run
@@ -118,6 +120,8 @@ class Batcher:
         self.max_queue_size = max(1, int(max_queue_size))
         self.align = max(1, int(align))
         self.splittable = splittable
+        # requests whose work estimates sum past this never share a run (0: no bound)
+        self.max_cost = max(0, int(max_cost))
         self.hooks: list[Hook] = []  # observers of "queued", "ran", "expired", "cancelled"
         self.runs = 0
         self._queue: collections.deque[Request] = collections.deque()
@@ -167,7 +171,11 @@ class Batcher:
 
     # -- requests -----------------------------------------------------------------------
     async def submit(
-        self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None
+        self,
+        inputs: Mapping[str, np.ndarray],
+        rows: int,
+        deadline: float | None = None,
+        cost: int = 0,
     ) -> tuple[dict[str, np.ndarray], BatchInfo]:
         """Queue one request; return its outputs and what its batch looked like.
 
@@ -188,6 +196,7 @@ class Batcher:
             future=loop.create_future(),
             arrival=loop.time(),
             deadline=deadline,
+            cost=cost,
         )
         self._queue.append(request)
         log.debug("%s: queued %d rows (%d waiting)", self.label, rows, len(self._queue))
@@ -270,7 +279,7 @@ class Batcher:
     def _take(self, key: tuple[Any, ...], now: float) -> list[Request]:
         """Remove and return the queued requests of ``key`` that make the next run."""
         batch: list[Request] = []
-        rows = 0
+        rows = cost = 0
         keep: collections.deque[Request] = collections.deque()
         for request in self._queue:
             if request.future.done():
@@ -284,7 +293,11 @@ class Batcher:
                 )
                 self._notify("expired", request)
                 continue
-            fits = not batch or (self.splittable and rows + request.rows <= self.max_batch_size)
+            fits = not batch or (
+                self.splittable
+                and rows + request.rows <= self.max_batch_size
+                and (not self.max_cost or cost + request.cost <= self.max_cost)
+            )
             if (
                 request.key == key
                 and fits
@@ -292,6 +305,7 @@ class Batcher:
             ):
                 batch.append(request)
                 rows += request.rows
+                cost += request.cost
             else:
                 keep.append(request)
         self._queue = keep

@@ -14,46 +14,32 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ..exporters.repository import check_model_name, list_models, read_manifest
+from ..exporters.repository import list_models
 from ..wire import REDUCTIONS
 from . import runtimes, stats
+from .admission import Admission, Tensorish, decode
 from .batcher import Batcher, BatchInfo, Hook
 from .errors import (
     InvalidInputError,
     NotFoundError,
     NotReadyError,
     RuntimeUnavailableError,
+    TooLargeError,
+    shown,
 )
-from .signature import Prepared, Signature
+from .models import PREFERENCE, CoreOptions, Model, load_model
+from .signature import Prepared
 
-if TYPE_CHECKING:
-    from ..metrics.registry import MetricSpec
+__all__ = ["PREFERENCE", "CoreOptions", "EvaluateResult", "Model", "ScoreResult", "ScoringCore"]
 
 log = logging.getLogger(__name__)
 
-# What "auto" picks, among the runtimes on the server's device first.
-PREFERENCE = ("onnx", "torchscript", "torch_export")
 # Inputs larger than this are checked off the event loop.
 INLINE_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class CoreOptions:
-    """How models are loaded and batched."""
-
-    device: str = "auto"
-    runtimes: tuple[str, ...] = ()  # empty: every artifact the repository holds
-    max_batch_size: int = 64
-    max_queue_delay_us: int = 500
-    max_queue_size: int = 256
-    align: int = 16
-    workers: int = 2
-    warmup: bool = True
-    verify: bool = True
 
 
 @dataclass(frozen=True)
@@ -90,58 +76,6 @@ class EvaluateResult:
     figures: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
-class Model:
-    """One served model and the runtimes it was loaded into."""
-
-    signature: Signature
-    runtimes: dict[str, runtimes.Runtime] = field(default_factory=dict)
-    batchers: dict[str, Batcher] = field(default_factory=dict)
-    failures: dict[str, str] = field(default_factory=dict)
-    default_runtime: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.signature.name
-
-    @property
-    def ready(self) -> bool:
-        return bool(self.runtimes)
-
-    @property
-    def device(self) -> str:
-        return self.runtimes[self.default_runtime].device if self.ready else ""
-
-    def runtime_names(self) -> list[str]:
-        return list(self.runtimes)
-
-    def pick(self, runtime: str) -> str:
-        if runtime in ("", "auto"):
-            return self.default_runtime
-        if runtime not in runtimes.RUNTIMES:
-            raise InvalidInputError(
-                f"Expected `runtime` to be one of {['auto', *runtimes.RUNTIMES]}, got {runtime!r}"
-            )
-        if runtime not in self.runtimes:
-            raise RuntimeUnavailableError(
-                f"Model `{self.name}` has no `{runtime}` runtime on this server; "
-                f"available: {self.runtime_names()}"
-            )
-        return runtime
-
-
-def _spec_for(metric: str) -> MetricSpec | None:
-    """The registered spec, when the registry imports and still knows the metric."""
-    try:
-        from ..metrics import registry
-
-        if metric in registry.names():
-            return registry.get(metric)
-    except Exception:
-        log.exception("the metric registry failed to import; serving from manifests alone")
-    return None
-
-
 class ScoringCore:
     """Loads a repository and scores requests through per-(model, runtime) batchers."""
 
@@ -159,6 +93,9 @@ class ScoringCore:
         self.expected: list[str] = list(names) if names else list_models(self.repository)
         self.ready = False
         self.closing = False
+        self.stopping = False  # set from any thread: stop loading after the current model
+        # entries of the repository that cannot be served at all, with the reason
+        self.failed: dict[str, str] = {}
         self._executor = ThreadPoolExecutor(
             max_workers=max(1, self.options.workers), thread_name_prefix="cvscore-compute"
         )
@@ -174,71 +111,21 @@ class ScoringCore:
         if names:
             self.expected = list(names)
         for name in self.expected:
-            model = self._load_model(name)
+            if self.stopping:
+                log.info(
+                    "stopping: %d model(s) left unloaded", len(self.expected) - len(self.models)
+                )
+                return
+            try:
+                model = load_model(self.repository, name, self.options, self.device)
+            except Exception as exc:  # one bad entry never stops the others from serving
+                reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                log.error("model %s: cannot serve it: %s", shown(name, 128), reason)
+                self.failed[name] = reason
+                continue
             self.models[name] = model
             if on_model is not None:
                 on_model(model)
-
-    def _load_model(self, name: str) -> Model:
-        check_model_name(name)  # never join a name that could leave the repository
-        manifest = read_manifest(self.repository / name)
-        if manifest is None:
-            raise NotFoundError(f"Model `{name}` is not in the repository {self.repository}")
-        manifest = {**manifest, "name": name}
-        spec = _spec_for(manifest.get("metric", name))
-        model = Model(Signature.from_manifest(manifest, spec))
-        artifacts = set(manifest.get("files", {}))
-        from ..exporters.formats import FORMATS
-
-        wanted = self.options.runtimes or runtimes.RUNTIMES
-        for kind in wanted:
-            if FORMATS[kind] not in artifacts:
-                model.failures[kind] = "not exported"
-                continue
-            try:
-                loaded = runtimes.load(
-                    self.repository, name, kind, self.device, verify=self.options.verify
-                )
-                if self.options.warmup and spec is not None and model.signature.spec is not None:
-                    self._warm(model, spec, loaded)
-            except runtimes.ArtifactError as exc:  # tampered, truncated or missing
-                log.error("model %s: refusing the %s artifact: %s", name, kind, exc)
-                model.failures[kind] = str(exc)
-                continue
-            except Exception as exc:
-                log.error("model %s: cannot load %s: %s", name, kind, exc)
-                model.failures[kind] = str(exc)
-                continue
-            model.runtimes[kind] = loaded
-        model.default_runtime = self._default_runtime(model)
-        if model.ready:
-            log.info(
-                "model %s: %s on %s (auto: %s)",
-                name,
-                ", ".join(model.runtimes),
-                self.device,
-                model.default_runtime,
-            )
-        return model
-
-    def _warm(self, model: Model, spec: MetricSpec, runtime: runtimes.Runtime) -> None:
-        """Run the artifact twice on valid inputs: fail at startup, not on a request."""
-        import torch
-
-        gen = torch.Generator().manual_seed(0)
-        sample = spec.make_inputs(gen, {"N": max(1, self.options.align)})
-        prepared = model.signature.prepare({k: v.numpy() for k, v in sample.items()})
-        for _ in range(2):
-            runtime.run(prepared.inputs)
-
-    def _default_runtime(self, model: Model) -> str:
-        order = list(self.options.runtimes or PREFERENCE)
-        on_device = [
-            k for k in order if k in model.runtimes and model.runtimes[k].device == self.device
-        ]
-        rest = [k for k in order if k in model.runtimes and k not in on_device]
-        chosen = on_device + rest
-        return chosen[0] if chosen else ""
 
     async def start(self) -> None:
         """Create the batchers on the running loop and report ready."""
@@ -256,6 +143,7 @@ class ScoringCore:
                     max_queue_size=o.max_queue_size,
                     align=o.align,
                     splittable=model.signature.splittable,
+                    max_cost=o.limits.max_work_bytes,
                 )
                 batcher.hooks.extend(self._hooks)
                 batcher.start()
@@ -295,10 +183,14 @@ class ScoringCore:
     def model(self, name: str) -> Model:
         model = self.models.get(name)
         if model is None:
+            if name in self.failed:
+                raise RuntimeUnavailableError(
+                    f"Model `{shown(name)}` could not be loaded on this server: {self.failed[name]}"
+                )
             if name in self.expected and not self.ready:
-                raise NotReadyError(f"Model `{name}` is still loading")
+                raise NotReadyError(f"Model `{shown(name)}` is still loading")
             known = ", ".join(sorted(self.models)) or "none"
-            raise NotFoundError(f"Unknown metric `{name}`; known metrics: {known}")
+            raise NotFoundError(f"Unknown metric `{shown(name)}`; known metrics: {known}")
         return model
 
     def serving(self, name: str) -> Model:
@@ -322,12 +214,18 @@ class ScoringCore:
     async def score(
         self,
         name: str,
-        inputs: Mapping[str, np.ndarray],
+        inputs: Mapping[str, Tensorish],
         runtime: str = "auto",
         reduction: str = "mean",
         deadline: float | None = None,
+        exact_dtypes: bool = False,
     ) -> ScoreResult:
-        """Score one batch. ``deadline`` is in ``loop.time()`` seconds."""
+        """Score one batch. ``deadline`` is in ``loop.time()`` seconds.
+
+        ``inputs`` are arrays or wire declarations; nothing is decoded before the admission
+        check passes. ``exact_dtypes``: refuse a float input of another float dtype rather
+        than cast it (the KServe API).
+        """
         start = time.perf_counter()
         model = self.serving(name)
         if reduction not in REDUCTIONS:
@@ -335,9 +233,10 @@ class ScoringCore:
                 f"Expected `reduction` to be one of {list(REDUCTIONS)}, got {reduction!r}"
             )
         kind = model.pick(runtime)
-        prepared = await self._prepare(model, inputs)
+        admission = model.plan.admit(inputs, exact_dtypes)
+        prepared = await self._prepare(model, inputs, admission)
         outputs, info = await model.batchers[kind].submit(
-            prepared.inputs, prepared.batch_size, deadline
+            prepared.inputs, prepared.batch_size, deadline, cost=admission.work_bytes
         )
         reduced = {}
         if reduction != "none":
@@ -359,7 +258,7 @@ class ScoringCore:
     async def evaluate(
         self,
         name: str,
-        batches: AsyncIterator[Mapping[str, np.ndarray]],
+        batches: AsyncIterator[Mapping[str, Tensorish]],
         runtime: str = "auto",
         return_scores: bool = False,
         deadline: float | None = None,
@@ -420,19 +319,26 @@ class ScoringCore:
 
         try:
             async for arrays in batches:
+                side: Mapping[str, Tensorish] = {}
                 if aggregator is not None:
                     side = {k: v for k, v in arrays.items() if k not in graph_inputs}
                     arrays = {k: v for k, v in arrays.items() if k in graph_inputs}
                 try:
-                    prepared = await self._prepare(model, arrays)
-                except InvalidInputError as exc:
-                    raise InvalidInputError(f"Batch {count}: {exc.message}") from None
+                    admission = model.plan.admit(arrays, extra=list(side.values()))
+                    prepared = await self._prepare(model, arrays, admission)
+                except (InvalidInputError, TooLargeError) as exc:
+                    raise type(exc)(f"Batch {count}: {exc.message}") from None
                 if aggregator is not None:
-                    folded_inputs.append({**prepared.inputs, **side})
+                    folded_inputs.append({**prepared.inputs, **decode(side)})
                 count += 1
                 pending.append(
                     asyncio.ensure_future(
-                        batcher.submit(prepared.inputs, prepared.batch_size, deadline)
+                        batcher.submit(
+                            prepared.inputs,
+                            prepared.batch_size,
+                            deadline,
+                            cost=admission.work_bytes,
+                        )
                     )
                 )
                 while len(pending) >= inflight:
@@ -483,9 +389,13 @@ class ScoringCore:
     ) -> None:
         await self._offload(sum(v.nbytes for v in outputs.values()), lambda: fold(outputs, info))
 
-    async def _prepare(self, model: Model, arrays: Mapping[str, np.ndarray]) -> Prepared:
-        nbytes = sum(a.nbytes for a in arrays.values())
-        prepared: Prepared = await self._offload(nbytes, lambda: model.signature.prepare(arrays))
+    async def _prepare(
+        self, model: Model, inputs: Mapping[str, Tensorish], admission: Admission
+    ) -> Prepared:
+        """Decode admitted inputs and bring them into the artifact's form (domain checks)."""
+        prepared: Prepared = await self._offload(
+            admission.request_bytes, lambda: model.signature.prepare(decode(inputs))
+        )
         return prepared
 
     async def _offload(self, nbytes: int, fn: Callable[[], Any]) -> Any:

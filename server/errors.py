@@ -7,6 +7,27 @@ for the client: they name the input, and show what was expected and what was rec
 
 from __future__ import annotations
 
+# Client strings echoed into a message (names, runtimes) are cut to this many characters,
+# and a whole status message to MAX_MESSAGE_BYTES: gRPC refuses trailing metadata over 8 KB.
+MAX_ECHO = 64
+MAX_MESSAGE_BYTES = 1024
+
+
+def shown(value: object, limit: int = MAX_ECHO) -> str:
+    """A client-supplied string as an error message may quote it: cut, control chars escaped."""
+    text = str(value)
+    cut = text[:limit]
+    escaped = cut.encode("unicode_escape").decode("ascii") if not cut.isprintable() else cut
+    return escaped + (f"... ({len(text)} chars)" if len(text) > limit else "")
+
+
+def clip(message: str, limit: int = MAX_MESSAGE_BYTES) -> str:
+    """A status message cut to ``limit`` UTF-8 bytes (whole characters), marked when cut."""
+    data = message.encode()
+    if len(data) <= limit:
+        return message
+    return data[: limit - 16].decode(errors="ignore") + " ... (truncated)"
+
 
 class ScoringError(Exception):
     """A failure the client should hear about, with its message, as ``code``."""
@@ -38,6 +59,12 @@ class RuntimeUnavailableError(ScoringError):
 
 class QueueFullError(ScoringError):
     """The dynamic batcher's queue is full; the client may retry later."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
+class TooLargeError(ScoringError):
+    """A well-formed request over the server's size or work budget; split it and retry."""
 
     code = "RESOURCE_EXHAUSTED"
 

@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
-import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from google.protobuf.message import Message
 
@@ -30,7 +29,7 @@ from ..exporters.repository import CONFIG
 from ..wire import KSERVE_DTYPES, TO_KSERVE, TRITON_DTYPES
 from . import tensors
 from .core import ScoringCore
-from .errors import InvalidInputError, NotFoundError
+from .errors import InvalidInputError, NotFoundError, shown
 from .servicer import deadline_of
 from .status import handle_errors
 
@@ -119,40 +118,58 @@ class KServeServicer:
         model = self.core.model(name)
         if version not in ("", str(model.signature.version)):
             raise NotFoundError(
-                f"Model `{name}` has no version {version!r}; versions: "
+                f"Model `{shown(name)}` has no version {shown(version)!r}; versions: "
                 f"['{model.signature.version}']"
             )
         return model
 
-    def _decode(self, request: Any) -> dict[str, np.ndarray]:
+    def _decode(self, request: Any) -> dict[str, tensors.WireTensor]:
+        """Inputs as declarations: the core admits them before anything is decoded.
+
+        As Triton does: data travels either in ``raw_input_contents`` (one entry per
+        input) or in each input's typed ``contents``, never both.
+        """
         raw = list(request.raw_input_contents)
         if raw and len(raw) != len(request.inputs):
             raise InvalidInputError(
                 f"Expected raw_input_contents for every input ({len(request.inputs)}), "
                 f"got {len(raw)}"
             )
-        arrays: dict[str, np.ndarray] = {}
+        declared: dict[str, tensors.WireTensor] = {}
         for i, t in enumerate(request.inputs):
-            if t.name in arrays:
-                raise InvalidInputError(f"Input `{t.name}` appears more than once")
+            name = shown(t.name)
+            if t.name in declared:
+                raise InvalidInputError(f"Input `{name}` appears more than once")
             dtype = KSERVE_DTYPES.get(t.datatype)
             if dtype is None:
                 raise InvalidInputError(
-                    f"Expected `{t.name}` to have a datatype in {sorted(KSERVE_DTYPES)}, "
-                    f"got {t.datatype!r}"
+                    f"Expected `{name}` to have a datatype in {sorted(KSERVE_DTYPES)}, "
+                    f"got {shown(t.datatype)!r}"
                 )
+            typed = [f.name for f, _ in t.contents.ListFields()]
             if raw:
-                arrays[t.name] = tensors.from_bytes(t.name, dtype, t.shape, raw[i])
+                if typed:
+                    raise InvalidInputError(
+                        f"Input `{name}` has data in raw_input_contents and in contents "
+                        f"({', '.join(typed)}); send one or the other"
+                    )
+                declared[t.name] = tensors.WireTensor(t.name, dtype, tuple(t.shape), raw[i])
                 continue
             field = CONTENTS.get(t.datatype)
             if field is None:
                 raise InvalidInputError(
-                    f"Expected `{t.name}` ({t.datatype}) in raw_input_contents: "
+                    f"Expected `{name}` ({t.datatype}) in raw_input_contents: "
                     "it has no typed contents field"
                 )
+            others = [f for f in typed if f != field]
+            if others:
+                raise InvalidInputError(
+                    f"Expected the data of `{name}` ({t.datatype}) in contents.{field}, "
+                    f"got {', '.join(others)}"
+                )
             values = getattr(t.contents, field)
-            arrays[t.name] = tensors.from_values(t.name, dtype, t.shape, values)
-        return arrays
+            declared[t.name] = tensors.WireTensor(t.name, dtype, tuple(t.shape), values=values)
+        return declared
 
     # -- health and metadata ------------------------------------------------------------
     @handle_errors
@@ -165,6 +182,8 @@ class KServeServicer:
 
     @handle_errors
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        if request.name in self.core.failed:  # in the repository, but it cannot be served
+            return self.m.ModelReadyResponse(ready=False)
         model = self._model(request.name, request.version)
         ready = self.core.ready and not self.core.closing and model.ready
         return self.m.ModelReadyResponse(ready=ready)
@@ -236,12 +255,14 @@ class KServeServicer:
         models = []
         for name in self.core.expected:
             model = self.core.models.get(name)
-            if model is None:
+            if name in self.core.failed:
+                state, reason = "UNAVAILABLE", self.core.failed[name]
+            elif model is None:
                 state, reason = "LOADING", ""
             elif model.ready:
                 state, reason = "READY", ""
             else:
-                state, reason = "UNAVAILABLE", "no runtime could be loaded"
+                state, reason = "UNAVAILABLE", model.reason()
             if request.ready and state != "READY":
                 continue
             version = str(model.signature.version) if model else "1"
@@ -256,16 +277,21 @@ class KServeServicer:
         runtime = "auto"
         if "runtime" in request.parameters:
             runtime = request.parameters["runtime"].string_param
-        arrays = self._decode(request)
-        result = await self.core.score(
-            model.name, arrays, runtime=runtime, reduction="none", deadline=deadline_of(context)
-        )
-        wanted = [o.name for o in request.outputs] or list(result.outputs)
-        unknown = [n for n in wanted if n not in result.outputs]
+        wanted = [o.name for o in request.outputs] or [t.name for t in model.signature.outputs]
+        unknown = [shown(n) for n in wanted if n not in model.signature.output_names()]
         if unknown:
             raise InvalidInputError(
-                f"Model `{model.name}` has no output {unknown}; outputs: {list(result.outputs)}"
+                f"Model `{model.name}` has no output {unknown}; "
+                f"outputs: {model.signature.output_names()}"
             )
+        result = await self.core.score(
+            model.name,
+            self._decode(request),
+            runtime=runtime,
+            reduction="none",
+            deadline=deadline_of(context),
+            exact_dtypes=True,
+        )
         response = self.m.ModelInferResponse(
             model_name=model.name,
             model_version=str(model.signature.version),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,35 @@ AUTHORIZATION = "authorization"
 def server_credentials(
     cert: str | Path, key: str | Path, client_ca: str | Path | None = None
 ) -> grpc.ServerCredentials:
-    """TLS for the server; with ``client_ca``, clients must present a certificate it signed."""
+    """TLS for the server; with ``client_ca``, clients must present a certificate it signed.
+
+    The pair is checked first (grpc only finds out when the port fails to bind, and says
+    so as "address in use"): a key that does not match its certificate is named as such.
+    """
+    check_key_pair(cert, key)
     return grpc.ssl_server_credentials(
         [(read_pem(key, "TLS key"), read_pem(cert, "TLS certificate"))],
         root_certificates=read_pem(client_ca, "client CA") if client_ca else None,
         require_client_auth=client_ca is not None,
     )
+
+
+def check_key_pair(cert: str | Path, key: str | Path) -> None:
+    """ValueError naming the problem when ``key`` is not the private key of ``cert``."""
+    read_pem(cert, "TLS certificate")
+    read_pem(key, "TLS key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(str(cert), str(key))
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
+            raise ValueError(
+                f"The TLS key {key} does not match the certificate {cert} (--tls-key, --tls-cert)"
+            ) from None
+        reason = exc.reason or str(exc)
+        raise ValueError(
+            f"Cannot use the TLS certificate {cert} with the key {key}: {reason}"
+        ) from None
 
 
 def load_tokens(path: str | Path) -> list[str]:

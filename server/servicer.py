@@ -23,24 +23,24 @@ from ..wire import (
 )
 from . import tensors
 from .core import EvaluateResult, Model, ScoreResult, ScoringCore, Timing
-from .errors import InvalidInputError
+from .errors import InvalidInputError, shown
 from .status import handle_errors
 
 
 # -- conversions --------------------------------------------------------------------------
-def decode_inputs(messages: Iterable[pb.Tensor]) -> dict[str, np.ndarray]:
-    """Wire tensors -> arrays (no copy), each checked against its declared shape."""
-    out: dict[str, np.ndarray] = {}
+def decode_inputs(messages: Iterable[pb.Tensor]) -> dict[str, tensors.WireTensor]:
+    """Wire tensors -> declarations; the core admits them before decoding (no copy)."""
+    out: dict[str, tensors.WireTensor] = {}
     for t in messages:
         if t.name in out:
-            raise InvalidInputError(f"Input `{t.name}` appears more than once")
+            raise InvalidInputError(f"Input `{shown(t.name)}` appears more than once")
         dtype = PB_TO_DTYPE.get(t.dtype)
         if dtype is None:
             got = pb.DataType.Name(t.dtype) if t.dtype in pb.DataType.values() else t.dtype
             raise InvalidInputError(
-                f"Expected `{t.name}` to have a dtype in {sorted(DTYPE_TO_PB)}, got {got}"
+                f"Expected `{shown(t.name)}` to have a dtype in {sorted(DTYPE_TO_PB)}, got {got}"
             )
-        out[t.name] = tensors.from_bytes(t.name, dtype, t.shape, t.data)
+        out[t.name] = tensors.WireTensor(t.name, dtype, tuple(t.shape), data=t.data)
     return out
 
 
@@ -219,14 +219,14 @@ class ScoringServicer(pb_grpc.ScoringServicer):
             raise InvalidInputError("The first Evaluate message must name the metric")
         self.core.serving(metric)
 
-        async def batches() -> AsyncIterator[dict[str, np.ndarray]]:
+        async def batches() -> AsyncIterator[dict[str, tensors.WireTensor]]:
             message: pb.EvaluateRequest | None = first
             index = 0
             while message is not None:
                 if message.metric and message.metric != metric:
                     raise InvalidInputError(
-                        f"Message {index} names metric `{message.metric}`, but this "
-                        f"stream evaluates `{metric}`"
+                        f"Message {index} names metric `{shown(message.metric)}`, but this "
+                        f"stream evaluates `{shown(metric)}`"
                     )
                 if message.inputs:
                     yield decode_inputs(message.inputs)

@@ -167,6 +167,9 @@ class Signature:
     def input_names(self) -> list[str]:
         return [t.name for t in self.inputs]
 
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
     @property
     def splittable(self) -> bool:
         """Whether outputs can be split back per request (every output has the batch axis)."""

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from .errors import ScoringError
+from .errors import MAX_MESSAGE_BYTES, ScoringError, clip, shown
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and client-facing message for an exception."""
     if isinstance(exc, ScoringError):
-        return grpc.StatusCode[exc.code], exc.message
+        return grpc.StatusCode[exc.code], clip(exc.message)
     incident = uuid.uuid4().hex[:12]
     log.error("internal error, incident %s", incident, exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"Internal error (incident {incident}); see the server log"
@@ -45,7 +45,7 @@ def handle_errors(fn: F) -> F:
         except Exception as exc:
             code, message = to_status(exc)
             if code != grpc.StatusCode.INTERNAL:
-                log.debug("%s: %s %s", fn.__name__, code.name, message)
+                log.debug("%s: %s %s", fn.__name__, code.name, shown(message, MAX_MESSAGE_BYTES))
             await context.abort(code, message)
 
     return wrapper  # type: ignore[return-value]

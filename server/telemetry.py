@@ -11,7 +11,8 @@ process) and the ``--metrics-port`` HTTP endpoint; :meth:`Telemetry.attach` hook
 batcher of a started core for queue time and batch size.
 
 Label values stay bounded: a metric name the server does not serve is counted as
-``unknown``, and runtimes are the server's own names.
+``unknown``, a runtime name that is not one of the server's as ``other``; methods are the
+registered ones. Client strings in the text access log have control characters escaped.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from . import logs
+from .errors import shown
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cvscore.access")
 
 REQUEST_ID = "x-request-id"
+OTHER = "other"  # the label of a runtime name the server does not have
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 UNTRACKED_SERVICES = frozenset(
     {health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME}
@@ -180,11 +183,25 @@ def _field(message: Any, *names: str) -> Any:
 
 
 def _runtime_name(value: Any) -> str:
-    if isinstance(value, str):
-        return value
+    """A label from a closed set: the server's runtimes, ``auto``, or ``other``."""
+    from .runtimes import RUNTIMES
     from .servicer import PB_TO_RUNTIME
 
-    return PB_TO_RUNTIME.get(int(value), "auto") if value is not None else "auto"
+    if value is None:
+        return "auto"
+    if isinstance(value, str):
+        name = value or "auto"
+    else:
+        try:
+            name = PB_TO_RUNTIME.get(int(value), OTHER)
+        except (TypeError, ValueError):
+            name = OTHER
+    return name if name == "auto" or name in RUNTIMES else OTHER
+
+
+def _loggable(text: str) -> str:
+    """A client string for a text log line: control characters escaped, length bounded."""
+    return shown(text, limit=128) if text else "-"
 
 
 class _Call:
@@ -310,13 +327,13 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
             logging.DEBUG if code == grpc.StatusCode.OK else logging.INFO,
             "%s %s %s %.2f ms",
             call.method,
-            call.metric or "-",
+            _loggable(call.metric),
             code.name,
             elapsed * 1e3,
             extra={
                 "request_id": call.request_id,
                 "method": call.method,
-                "metric": call.metric,
+                "metric": call.metric[:1024],
                 "runtime": runtime,
                 "code": code.name,
                 "duration_ms": round(elapsed * 1e3, 3),

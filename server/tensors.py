@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..wire import NUMPY_DTYPES as DTYPES
 from ..wire import dtype_name
-from .errors import InvalidInputError
+from .errors import InvalidInputError, shown
 
 MAX_RANK = 16
 MAX_DIM = 2**31 - 1
+# The product of a shape's non-zero axes: numpy refuses a shape whose nominal size
+# overflows even when an axis is 0 ("array is too big"), so this bounds empty tensors too.
+MAX_NOMINAL = 2**40
 
 
 def _fmt(shape: Sequence[int]) -> str:
@@ -27,6 +31,7 @@ def _fmt(shape: Sequence[int]) -> str:
 
 def check_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
     """Rank and axis sizes within limits; returns the shape as a tuple of ints."""
+    name = shown(name)
     if len(shape) > MAX_RANK:
         raise InvalidInputError(
             f"Expected `{name}` to have at most {MAX_RANK} axes, got {len(shape)}"
@@ -38,7 +43,41 @@ def check_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
                 f"Expected every axis of `{name}` to be between 0 and {MAX_DIM}, "
                 f"got shape {_fmt(dims)}"
             )
+    if math.prod(d for d in dims if d) > MAX_NOMINAL:
+        raise InvalidInputError(
+            f"Expected the non-zero axes of `{name}` to multiply to at most {MAX_NOMINAL}, "
+            f"got shape {_fmt(dims)}"
+        )
     return dims
+
+
+@dataclass(frozen=True)
+class WireTensor:
+    """A tensor as a request declares it, not decoded yet: checked before numpy sees it.
+
+    ``data`` holds raw little-endian bytes, or ``values`` typed values (KServe contents).
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    data: bytes | None = None
+    values: Sequence[Any] | None = None
+
+    def check(self) -> tuple[int, ...]:
+        """The shape, after checking it and the payload's length (allocates nothing)."""
+        np_dtype = resolve_dtype(self.name, self.dtype)
+        dims = check_shape(self.name, self.shape)
+        if self.values is not None:
+            _check_count(self.name, dims, len(self.values))
+        else:
+            _check_length(self.name, self.dtype, np_dtype, dims, len(self.data or b""))
+        return dims
+
+    def decode(self) -> np.ndarray:
+        if self.values is not None:
+            return from_values(self.name, self.dtype, self.shape, self.values)
+        return from_bytes(self.name, self.dtype, self.shape, self.data or b"")
 
 
 def resolve_dtype(name: str, dtype: str) -> np.dtype[Any]:
@@ -46,20 +85,35 @@ def resolve_dtype(name: str, dtype: str) -> np.dtype[Any]:
         return DTYPES[dtype]
     except KeyError:
         raise InvalidInputError(
-            f"Expected `{name}` to have a dtype in {sorted(DTYPES)}, got {dtype or 'none'!r}"
+            f"Expected `{shown(name)}` to have a dtype in {sorted(DTYPES)}, "
+            f"got {shown(dtype or 'none')!r}"
         ) from None
+
+
+def _check_length(
+    name: str, dtype: str, np_dtype: np.dtype[Any], dims: tuple[int, ...], got: int
+) -> None:
+    expected = math.prod(dims) * np_dtype.itemsize
+    if got != expected:
+        raise InvalidInputError(
+            f"Expected `{shown(name)}` to carry {expected} bytes (shape {_fmt(dims)} x "
+            f"{np_dtype.itemsize} bytes of {dtype}), got {got}"
+        )
+
+
+def _check_count(name: str, dims: tuple[int, ...], got: int) -> None:
+    expected = math.prod(dims)
+    if got != expected:
+        raise InvalidInputError(
+            f"Expected `{shown(name)}` to carry {expected} values (shape {_fmt(dims)}), got {got}"
+        )
 
 
 def from_bytes(name: str, dtype: str, shape: Sequence[int], data: bytes) -> np.ndarray:
     """A read-only array over ``data`` (no copy), after checking shape against byte length."""
     np_dtype = resolve_dtype(name, dtype)
     dims = check_shape(name, shape)
-    expected = math.prod(dims) * np_dtype.itemsize
-    if len(data) != expected:
-        raise InvalidInputError(
-            f"Expected `{name}` to carry {expected} bytes (shape {_fmt(dims)} x "
-            f"{np_dtype.itemsize} bytes of {dtype}), got {len(data)}"
-        )
+    _check_length(name, dtype, np_dtype, dims, len(data))
     if np_dtype == np.bool_:
         # Any non-zero byte is True; normalise so torch and ONNX Runtime see 0/1 only.
         return np.frombuffer(data, dtype=np.uint8).reshape(dims).astype(np.bool_)
@@ -70,11 +124,7 @@ def from_values(name: str, dtype: str, shape: Sequence[int], values: Sequence[An
     """An array from typed values (KServe ``contents``), after checking their count."""
     np_dtype = resolve_dtype(name, dtype)
     dims = check_shape(name, shape)
-    expected = math.prod(dims)
-    if len(values) != expected:
-        raise InvalidInputError(
-            f"Expected `{name}` to carry {expected} values (shape {_fmt(dims)}), got {len(values)}"
-        )
+    _check_count(name, dims, len(values))
     return np.asarray(values, dtype=np_dtype).reshape(dims)
 
 

@@ -190,7 +190,8 @@ def test_editing_a_helper_in_another_module_makes_dependents_stale(
 ) -> None:
     """yolo calls boxes.ciou, combo calls pixel.cross_entropy, both use _utils: an edit to
     any of those must change their identity, re-export them and be reported by the server."""
-    from cvscore.server.app import ServerConfig, check_staleness, prepare_repository
+    from cvscore.server.app import ServerConfig
+    from cvscore.server.startup import check_staleness, prepare_repository
 
     repo = tmp_path / "repo"
     names = ("yolo", "combo", "cycle_consistency")

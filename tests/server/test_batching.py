@@ -193,3 +193,27 @@ def test_batcher_queue_full_and_failure_isolation() -> None:
             await batcher.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(("cost", "runs"), [(30, 2), (60, 4), (0, 1)])
+def test_requests_never_share_a_run_past_the_work_budget(cost: int, runs: int) -> None:
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = Batcher("m/onnx", _double, pool, {"x": True}, max_delay_s=0, max_cost=100)
+            batcher.start()
+            batcher.pause()
+            tasks = [
+                asyncio.ensure_future(
+                    batcher.submit({"x": np.full((1, 1), float(i))}, 1, cost=cost)
+                )
+                for i in range(4)
+            ]
+            await asyncio.sleep(0)
+            batcher.resume()
+            results = [await task for task in tasks]
+            assert [r[0]["y"].tolist() for r in results] == [[[2.0 * i]] for i in range(4)]
+            # 4 x 30 > 100: three share a run, the fourth runs next; 60 + 60 > 100: alone
+            assert batcher.runs == runs
+            await batcher.close()
+
+    asyncio.run(main())

@@ -138,8 +138,69 @@ def test_a_missing_repository_or_model_is_exported_on_first_start(
     repo = tmp_path / "repo"  # an explicit repository lacking a requested model
     repo.mkdir()
     (repo / "l1").symlink_to(cache / "l1", target_is_directory=True)
-    prepare_repository(ServerConfig(repo, models=("l1", "mse")), progress=False)
+    with pytest.raises(ValueError, match="mse can be exported with --export-missing"):
+        prepare_repository(ServerConfig(repo, models=("l1", "mse")), progress=False)
+    assert list_models(repo) == ["l1"]  # never written to unless asked
+    prepare_repository(ServerConfig(repo, models=("l1", "mse"), export_missing=True))
     assert list_models(repo) == ["l1", "mse"]
+
+
+def _serve(*flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cvscore.client.cli", "serve", "--port", "0", "--no-progress",
+         "--log-level", "error", *flags],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_missing_repository_is_refused_unless_asked_to_export(tmp_path: Path) -> None:
+    typo = tmp_path / "reop"
+    out = _serve("--repository", str(typo))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"cvscore serve: error: The repository {typo} does not exist; pass --export-missing "
+        f"to export the metric zoo into it, or run `cvscore export --out {typo}` first"
+    ]
+    assert not typo.exists()
+
+
+def test_an_unknown_model_is_one_line_naming_the_known_ones(small_repo: Path) -> None:
+    from cvscore.exporters.repository import list_models
+
+    out = _serve("--repository", str(small_repo), "--models", "gioux")
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"cvscore serve: error: Unknown model gioux; the repository {small_repo} holds: "
+        + ", ".join(list_models(small_repo))
+    ]
+
+
+def test_a_tls_key_that_does_not_match_its_certificate_is_named(
+    small_repo: Path, tmp_path: Path
+) -> None:
+    for name in ("a", "b"):
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+             "-subj", "/CN=localhost", "-keyout", f"{name}.key", "-out", f"{name}.pem"],
+            cwd=tmp_path, check=True, capture_output=True,
+        )  # fmt: skip
+    cert, key = tmp_path / "a.pem", tmp_path / "b.key"
+    out = _serve("--repository", str(small_repo), "--tls-cert", str(cert), "--tls-key", str(key))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"cvscore serve: error: The TLS key {key} does not match the certificate {cert} "
+        "(--tls-key, --tls-cert)"
+    ]
+
+
+def test_sigterm_while_loading_stops_at_once(zoo_repo: Path, processes) -> None:
+    # the whole zoo in all three runtimes takes tens of seconds to load
+    server = processes(zoo_repo, "--log-level", "info")
+    server.wait_line(server.lines, "listening on")
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(15) == 0
+    server.wait_line(server.lines, "stopping while loading models")
+    assert not any(READY in line for line in server.stdout)
 
 
 def test_a_busy_port_is_a_one_line_error(small_repo: Path) -> None:

@@ -1,0 +1,173 @@
+"""Served models: what the server loaded from one repository entry, and how.
+
+Transport-free. :func:`load_model` reads an entry's manifest, builds its signature and
+admission plan, loads the artifact into every runtime wanted (checked against the
+manifest's sha256) and warms each one up; a runtime that fails is recorded in
+``Model.failures``, an entry that cannot be read at all raises ValueError saying why.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..exporters.repository import check_model_name, load_manifest
+from . import runtimes
+from .admission import Limits, Plan
+from .batcher import Batcher
+from .errors import InvalidInputError, RuntimeUnavailableError, shown
+from .signature import Signature
+
+if TYPE_CHECKING:
+    from ..metrics.registry import MetricSpec
+
+log = logging.getLogger("cvscore.server.core")
+
+# What "auto" picks, among the runtimes on the server's device first.
+PREFERENCE = ("onnx", "torchscript", "torch_export")
+
+
+@dataclass(frozen=True)
+class CoreOptions:
+    """How models are loaded and batched."""
+
+    device: str = "auto"
+    runtimes: tuple[str, ...] = ()  # empty: every artifact the repository holds
+    max_batch_size: int = 64
+    max_queue_delay_us: int = 500
+    max_queue_size: int = 256
+    align: int = 16
+    workers: int = 2
+    warmup: bool = True
+    verify: bool = True
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass
+class Model:
+    """One served model and the runtimes it was loaded into."""
+
+    signature: Signature
+    plan: Plan
+    runtimes: dict[str, runtimes.Runtime] = field(default_factory=dict)
+    batchers: dict[str, Batcher] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    default_runtime: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.signature.name
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.runtimes)
+
+    @property
+    def device(self) -> str:
+        return self.runtimes[self.default_runtime].device if self.ready else ""
+
+    def runtime_names(self) -> list[str]:
+        return list(self.runtimes)
+
+    def reason(self) -> str:
+        """Why no runtime is loaded (empty when one is), without paths: clients see it."""
+        if self.ready:
+            return ""
+        kinds = ", ".join(
+            f"{k} {'not exported' if v == 'not exported' else 'refused'}"
+            for k, v in self.failures.items()
+        )
+        return f"no runtime could be loaded ({kinds or 'none wanted'}); see the server log"
+
+    def pick(self, runtime: str) -> str:
+        if runtime in ("", "auto"):
+            return self.default_runtime
+        if runtime not in runtimes.RUNTIMES:
+            raise InvalidInputError(
+                f"Expected `runtime` to be one of {['auto', *runtimes.RUNTIMES]}, "
+                f"got {shown(runtime)!r}"
+            )
+        if runtime not in self.runtimes:
+            raise RuntimeUnavailableError(
+                f"Model `{self.name}` has no `{runtime}` runtime on this server; "
+                f"available: {self.runtime_names()}"
+            )
+        return runtime
+
+
+def _spec_for(metric: str) -> MetricSpec | None:
+    """The registered spec, when the registry imports and still knows the metric."""
+    try:
+        from ..metrics import registry
+
+        if metric in registry.names():
+            return registry.get(metric)
+    except Exception:
+        log.exception("the metric registry failed to import; serving from manifests alone")
+    return None
+
+
+def load_model(repository: Path, name: str, options: CoreOptions, device: str) -> Model:
+    """Load one repository entry into every runtime wanted; ValueError when it is unusable."""
+    check_model_name(name)  # never join a name that could leave the repository
+    manifest = {**load_manifest(repository / name), "name": name}
+    spec = _spec_for(manifest.get("metric", name))
+    try:
+        signature = Signature.from_manifest(manifest, spec)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"its manifest does not describe a signature ({exc!r})") from None
+    model = Model(signature, Plan(signature, options.limits))
+    artifacts = set(manifest.get("files", {}))
+    from ..exporters.formats import FORMATS
+
+    wanted = options.runtimes or runtimes.RUNTIMES
+    for kind in wanted:
+        if FORMATS[kind] not in artifacts:
+            model.failures[kind] = "not exported"
+            continue
+        try:
+            loaded = runtimes.load(repository, name, kind, device, verify=options.verify)
+            if options.warmup and spec is not None and model.signature.spec is not None:
+                _warm(model, spec, loaded, options.align)
+        except runtimes.ArtifactError as exc:  # tampered, truncated or missing
+            log.error("model %s: refusing the %s artifact: %s", name, kind, exc)
+            model.failures[kind] = str(exc)
+            continue
+        except Exception as exc:
+            log.error("model %s: cannot load %s: %s", name, kind, exc)
+            model.failures[kind] = str(exc)
+            continue
+        model.runtimes[kind] = loaded
+    model.default_runtime = _default_runtime(model, options, device)
+    if model.ready:
+        log.info(
+            "model %s: %s on %s (auto: %s)",
+            name,
+            ", ".join(model.runtimes),
+            device,
+            model.default_runtime,
+        )
+    return model
+
+
+def _warm(model: Model, spec: MetricSpec, runtime: runtimes.Runtime, align: int) -> None:
+    """Run the artifact twice on valid inputs: fail at startup, not on a request."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    sample = spec.make_inputs(gen, {"N": max(1, align)})
+    arrays = {k: v.numpy() for k, v in sample.items()}
+    model.plan.admit(arrays)
+    prepared = model.signature.prepare(arrays)
+    for _ in range(2):
+        runtime.run(prepared.inputs)
+
+
+def _default_runtime(model: Model, options: CoreOptions, device: str) -> str:
+    order = list(options.runtimes or PREFERENCE)
+    on_device = [k for k in order if k in model.runtimes and model.runtimes[k].device == device]
+    rest = [k for k in order if k in model.runtimes and k not in on_device]
+    chosen = on_device + rest
+    return chosen[0] if chosen else ""
