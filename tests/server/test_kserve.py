@@ -17,7 +17,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from cvscore import __version__
-from cvscore.exporters.repository import list_models
+from cvscore.exporters.repository import TRITON_MAX_BATCH, list_models
 from cvscore.metrics import registry
 from cvscore.server.app import BackgroundServer
 from cvscore.server.kserve import Messages, private_pool
@@ -123,11 +123,13 @@ def test_model_metadata_and_config(triton: tc.InferenceServerClient, zoo_repo: P
     )
     assert config.input == on_disk.input
     assert config.output == on_disk.output
+    # every input and output carries the batch axis: Triton may batch it (dims without N)
     assert (config.name, config.backend, config.max_batch_size) == (
         "cross_entropy",
         "onnxruntime",
-        0,
+        TRITON_MAX_BATCH,
     )
+    assert [list(t.dims) for t in config.input] == [[-1, -1], [-1]]
     assert config.parameters["cvscore.default_runtime"].string_value == "onnx"
     assert config.parameters["cvscore.device"].string_value == "cpu"
 
