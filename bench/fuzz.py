@@ -52,7 +52,7 @@ def rss_mib(pid: int) -> float:
 
 def start(repo: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
     cmd = [
-        sys.executable, "-m", "cvscore.client.cli", "serve", "--repository", str(repo),
+        sys.executable, "-m", "cvscore.cli", "serve", "--repository", str(repo),
         "--port", "0", "--runtime", "onnx,torchscript", "--no-progress", "--log-level", "info",
     ]  # fmt: skip
     err = log.open("w")

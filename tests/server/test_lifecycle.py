@@ -147,7 +147,7 @@ def test_a_missing_repository_or_model_is_exported_on_first_start(
 
 def _serve(*flags: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cvscore.client.cli", "serve", "--port", "0", "--no-progress",
+        [sys.executable, "-m", "cvscore.cli", "serve", "--port", "0", "--no-progress",
          "--log-level", "error", *flags],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
