@@ -24,9 +24,9 @@ from torch import Tensor, nn
 
 from ._utils import check_unit_interval, per_sample_mean
 from ._vgg import ENV_WEIGHTS, VGGFeatures, layer_pools, resolve_weights
-from .images import checkerboard, degenerate_image_cases, extreme_image_cases, mix_cases
 from .pixel import binary_cross_entropy
 from .registry import MetricSpec, ParamSpec, TensorSpec, register
+from .samples import features as samples
 
 FAMILY = "features"
 IMAGES = (
@@ -254,78 +254,7 @@ class Topology(nn.Module):
         return topology_from_features(preds, target, fp, ft, self.mu)
 
 
-# -- samplers and domain checks -------------------------------------------------------------
-def _sample_images(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
-    n, h, w = sizes["N"], sizes["H"], sizes["W"]
-    preds = torch.rand(n, 3, h, w, generator=gen, dtype=dtype)
-    target = (preds + 0.2 * torch.randn(n, 3, h, w, generator=gen, dtype=dtype)).clamp(0, 1)
-    return {"preds": preds, "target": target}
-
-
-def _sample_masks(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
-    n, h, w = sizes["N"], sizes["H"], sizes["W"]
-    preds = torch.rand(n, h, w, generator=gen, dtype=dtype) * 0.98 + 0.01
-    target = (torch.rand(n, h, w, generator=gen, dtype=dtype) > 0.7).to(dtype)
-    return {"preds": preds, "target": target}
-
-
-def _images_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
-    # saturated, very low and very high contrast, single-colour channels, near-identical
-    shape = [sizes["N"], 3, sizes["H"], sizes["W"]]
-    return mix_cases(gen, shape[0], extreme_image_cases(gen, shape, dtype))
-
-
-def _images_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
-    # identical (loss 0), flat, all-zero and all-one images
-    shape = [sizes["N"], 3, sizes["H"], sizes["W"]]
-    return mix_cases(gen, shape[0], degenerate_image_cases(gen, shape, dtype))
-
-
-def _choice(gen: torch.Generator, values: list[float], shape: list[int], dtype: torch.dtype):
-    table = torch.tensor(values, dtype=dtype)
-    return table[torch.randint(0, len(values), shape, generator=gen)]
-
-
-def _masks_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
-    """Probabilities at and next to 0 and 1 (confident right and wrong), checkerboards."""
-    shape = [sizes["N"], sizes["H"], sizes["W"]]
-    target = (torch.rand(shape, generator=gen, dtype=dtype) > 0.5).to(dtype)
-    board = checkerboard(shape, dtype)
-    confident = _choice(gen, [0.0, 1e-7, 1e-3, 0.5, 1 - 1e-3, 1 - 1e-7, 1.0], shape, dtype)
-    right = torch.where(target > 0, 1.0 - 1e-7, 1e-7).to(dtype)
-    return mix_cases(
-        gen,
-        shape[0],
-        [
-            {"preds": confident, "target": target},
-            {"preds": right, "target": target},
-            {"preds": 1.0 - target, "target": target},  # every pixel wrong: BCE 100
-            {"preds": 1.0 - board, "target": board},
-            {"preds": (board * 0.998 + 0.001), "target": board},
-        ],
-    )
-
-
-def _masks_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
-    """Empty and full masks, predicted exactly, flat, and exactly wrong."""
-    shape = [sizes["N"], sizes["H"], sizes["W"]]
-    empty, full = torch.zeros(shape, dtype=dtype), torch.ones(shape, dtype=dtype)
-    target = (torch.rand(shape, generator=gen, dtype=dtype) > 0.5).to(dtype)
-    half = torch.full(shape, 0.5, dtype=dtype)
-    return mix_cases(
-        gen,
-        shape[0],
-        [
-            {"preds": empty.clone(), "target": empty},
-            {"preds": full.clone(), "target": full},
-            {"preds": target.clone(), "target": target},
-            {"preds": half, "target": empty.clone()},
-            {"preds": half.clone(), "target": full.clone()},
-            {"preds": full.clone(), "target": empty.clone()},
-        ],
-    )
-
-
+# -- domain checks ------------------------------------------------------------------------
 def _check_size(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
     """H, W must keep every tapped map at least 2x2 (what an exported graph needs)."""
     pools = layer_pools(params["weights"], params["layers"])
@@ -389,8 +318,8 @@ def _image_spec(name, module, functional, summary, paper, oracle, layers, low, s
             higher_is_better=False,
             paper=paper,
             oracle=oracle,
-            sample=_sample_images,
-            regimes={"extreme": _images_extreme, "degenerate": _images_degenerate},
+            sample=samples.sample_images,
+            regimes={"extreme": samples.images_extreme, "degenerate": samples.images_degenerate},
             summary=summary,
             validate=_validate_images,
             example_sizes={"N": 3, "H": size, "W": size + 2},
@@ -466,8 +395,8 @@ register(
         higher_is_better=False,
         paper="Mosinska et al. 2018, Beyond the Pixel-Wise Loss, arXiv:1712.02190",
         oracle="torch.nn.functional.binary_cross_entropy + hand-built VGG19 layer taps",
-        sample=_sample_masks,
-        regimes={"extreme": _masks_extreme, "degenerate": _masks_degenerate},
+        sample=samples.sample_masks,
+        regimes={"extreme": samples.masks_extreme, "degenerate": samples.masks_degenerate},
         summary="pixel BCE + mu * VGG19 feature loss on masks",
         validate=_validate_topology,
         example_sizes={"N": 3, "H": 8, "W": 10},

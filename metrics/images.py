@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._ssim import gaussian_window, ssim_and_cs
 from ._utils import check_positive, per_sample_mean
 from .registry import MetricSpec, ParamSpec, TensorSpec, register
+from .samples import images as samples
 
 FAMILY = "images"
 IMAGE = ("N", "C", "H", "W")
@@ -27,114 +29,6 @@ PADDINGS = ("valid", "same")
 
 
 # -- helpers ------------------------------------------------------------------------------
-def _gaussian_window(
-    kernel_size: int, sigma: float, dtype: torch.dtype, device: torch.device
-) -> Tensor:
-    """Normalised 1-D Gaussian of ``kernel_size`` taps: ``exp(-d² / 2σ²) / Σ``."""
-    dist = torch.arange(kernel_size, dtype=dtype, device=device) - (kernel_size - 1) / 2.0
-    window = torch.exp(-0.5 * (dist / sigma).square())
-    return window / window.sum()
-
-
-def _blur(maps: Tensor, window: Tensor, pad: int) -> Tensor:
-    """Separable Gaussian filter of ``[B, M, H, W]``, each of the M channels on its own.
-
-    A row pass then a column pass, zero padding ``pad``. The maps are the conv's channels
-    (``groups=M``, a depthwise conv), so the group count stays static while the image
-    channels, folded into the batch axis, stay dynamic.
-    """
-    k = window.shape[0]
-    m = maps.shape[1]
-    row = window.view(1, 1, 1, k).expand(m, 1, 1, k)
-    col = window.view(1, 1, k, 1).expand(m, 1, k, 1)
-    out = F.conv2d(maps, row, padding=(0, pad), groups=m)
-    return F.conv2d(out, col, padding=(pad, 0), groups=m)
-
-
-def _ssim_and_cs(
-    preds: Tensor, target: Tensor, window: Tensor, c1: float, c2: float, valid: bool
-) -> tuple[Tensor, Tensor]:
-    """Per-(sample, channel) means of the SSIM map and of its contrast-structure part.
-
-    Four maps are filtered, as the channels of ``[N * C, 4, H, W]``: ``x'``, ``y'``,
-    ``x'² + y'²`` and ``x'y'`` (the two variances only ever appear summed, so one blurred map
-    serves both; a fifth map would cost a fifth more of the run time). ``x' = x - c_x`` and
-    ``y' = y - c_y`` are the images less their mean per (sample, channel): variances and the
-    covariance do not change under a shift, and without it ``σ² = E[x²] - μ²`` cancels
-    catastrophically in float32 on flat or low-contrast images (E[x²] ~ 0.5 against a C2 of
-    9e-4: an error of 7e-5 in SSIM on flat images). The means come back as
-    ``μ = blur(x') + c m``, ``m`` the window's mass inside the image (1 in the interior).
-
-    Both paddings filter with zero padding, so every map keeps the input's H x W, and
-    "valid" averages over the interior only: cropping would create ``H - k + 1`` sized axes,
-    which torch.export keeps dynamic only by guarding them away from 1. In the interior the
-    shifted moments are exact; "same" corrects them at the border for the zero padding
-    (the zeros of ``x`` are ``-c`` in ``x'``).
-    """
-    n, c, h, w = preds.shape[0], preds.shape[1], preds.shape[2], preds.shape[3]
-    pad = window.shape[0] // 2
-    cx = preds.mean(dim=(2, 3), keepdim=True)
-    cy = target.mean(dim=(2, 3), keepdim=True)
-    x = preds - cx
-    y = target - cy
-    maps = torch.stack([x, y, x * x + y * y, x * y], 2)
-    mx, my, sq, xy = _blur(maps.flatten(0, 1), window, pad).view(n, c, 4, h, w).unbind(2)
-    var_sum = sq - mx * mx - my * my  # σx² + σy²
-    cov = xy - mx * my  # σxy
-    if valid:
-        # the border, where the window leaves the image, is weighted 0 below
-        mu_x = mx + cx
-        mu_y = my + cy
-    else:
-        mass = _window_mass(h, w, window, pad, preds)
-        gap = 1.0 - mass
-        spill = mass * gap
-        mu_x = mx + cx * mass
-        mu_y = my + cy * mass
-        var_sum = var_sum + 2.0 * gap * (cx * mx + cy * my) + spill * (cx * cx + cy * cy)
-        cov = cov + gap * (cx * my + cy * mx) + spill * (cx * cy)
-    lum_num = 2.0 * mu_x * mu_y + c1
-    lum_den = mu_x * mu_x + mu_y * mu_y + c1
-    cs_map = (2.0 * cov + c2) / (var_sum + c2)
-    ssim_map = lum_num / lum_den * cs_map
-    if not valid:
-        return ssim_map.mean(dim=(2, 3)), cs_map.mean(dim=(2, 3))
-    return _interior_mean(ssim_map, pad), _interior_mean(cs_map, pad)
-
-
-def _interior_mean(maps: Tensor, pad: int) -> Tensor:
-    """Mean of ``[N, C, H, W]`` over positions ``pad .. side - pad - 1``: ``[N, C]``.
-
-    A weighted sum along W, then along H: ONNX Runtime's ReduceSum accumulates in order,
-    and two short sums instead of one of H x W terms keep identical images at 1 there
-    (one long sum put MS-SSIM 2e-6 below 1).
-    """
-    rows = (maps * _interior(maps.shape[3], pad, maps)).sum(3)
-    return (rows * _interior(maps.shape[2], pad, maps)).sum(2)
-
-
-def _window_mass(h: int, w: int, window: Tensor, pad: int, like: Tensor) -> Tensor:
-    """``[H, W]``: the share of the window inside the image at each position (zero padding).
-
-    The 2-D window is separable, so this is the outer product of the 1-D masses: the
-    filter of a row of ones (1 in the interior, less within ``pad`` of a side).
-    """
-    k = window.shape[0]
-    taps = window.view(1, 1, k)
-    ones_h = torch.ones(1, 1, h, dtype=like.dtype, device=like.device)
-    ones_w = torch.ones(1, 1, w, dtype=like.dtype, device=like.device)
-    rows = F.conv1d(ones_h, taps, padding=pad).view(h, 1)
-    cols = F.conv1d(ones_w, taps, padding=pad).view(1, w)
-    return rows * cols
-
-
-def _interior(size: int, pad: int, like: Tensor) -> Tensor:
-    """Uniform weights over positions ``pad .. size - pad - 1`` of an axis, zero elsewhere."""
-    index = torch.arange(size, device=like.device)
-    inside = ((index >= pad) & (index < size - pad)).to(like.dtype)
-    return inside / inside.sum()
-
-
 def _abs_diff_sum(x: Tensor, dim: int) -> Tensor:
     """``Σ |x[i] - x[i - 1]|`` along ``dim`` (2 or 3) for ``i >= 1``, summed per sample.
 
@@ -176,10 +70,10 @@ def ssim(
     (``2 int(3.5 σ + 0.5) + 1``); its map cropped to the interior is the "valid" map here.
     Wang et al. 2004, IEEE TIP 13(4), https://doi.org/10.1109/TIP.2003.819861 (no arXiv).
     """
-    window = _gaussian_window(kernel_size, sigma, preds.dtype, preds.device)
+    window = gaussian_window(kernel_size, sigma, preds.dtype, preds.device)
     c1 = (k1 * data_range) ** 2
     c2 = (k2 * data_range) ** 2
-    per_channel, _ = _ssim_and_cs(preds, target, window, c1, c2, padding == "valid")
+    per_channel, _ = ssim_and_cs(preds, target, window, c1, c2, padding == "valid")
     return per_channel.mean(1)
 
 
@@ -217,13 +111,13 @@ def ms_ssim(
     relu on each term, the per-channel product, and zero padding of odd sides when
     pooling. Wang, Simoncelli & Bovik 2003, https://doi.org/10.1109/ACSSC.2003.1292216.
     """
-    window = _gaussian_window(kernel_size, sigma, preds.dtype, preds.device)
+    window = gaussian_window(kernel_size, sigma, preds.dtype, preds.device)
     c1 = (k1 * data_range) ** 2
     c2 = (k2 * data_range) ** 2
     weights = [0.0448, 0.2856, 0.3001, 0.2363, 0.1333]  # MS_SSIM_WEIGHTS, as TorchScript wants
     value = torch.ones_like(preds[:, :, 0, 0])
     for level, weight in enumerate(weights):
-        per_channel, cs = _ssim_and_cs(preds, target, window, c1, c2, True)
+        per_channel, cs = ssim_and_cs(preds, target, window, c1, c2, True)
         if level < len(weights) - 1:
             value = value * torch.relu(cs).pow(weight)
             preds = _halve(preds)
@@ -324,138 +218,7 @@ class TotalVariation(nn.Module):
         return total_variation(preds)
 
 
-# -- samplers and domain checks -----------------------------------------------------------
-def _sample_pair(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
-    """A smooth-ish image in [0, 1] and a noisy copy, so SSIM and PSNR are informative."""
-    n, c, h, w = sizes["N"], sizes["C"], sizes["H"], sizes["W"]
-    target = torch.rand(n, c, h, w, generator=gen, dtype=dtype)
-    target = F.avg_pool2d(target, 3, stride=1, padding=1, count_include_pad=False)
-    noise = torch.randn(n, c, h, w, generator=gen, dtype=dtype)
-    level = torch.rand(n, 1, 1, 1, generator=gen, dtype=dtype) * 0.2 + 0.02
-    preds = (target + level * noise).clamp(0.0, 1.0)
-    return {"preds": preds, "target": target}
-
-
-def _sample_one(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
-    n, c, h, w = sizes["N"], sizes["C"], sizes["H"], sizes["W"]
-    return {"preds": torch.rand(n, c, h, w, generator=gen, dtype=dtype)}
-
-
-def mix_cases(gen: torch.Generator, n: int, cases: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-    """One batch from several cases: row ``i`` comes from case ``(offset + i) % len(cases)``.
-
-    Each case holds full-batch tensors; the offset is drawn from ``gen``, so a batch of 1
-    covers one case and a batch of ``len(cases)`` covers them all.
-    """
-    offset = int(torch.randint(0, len(cases), (1,), generator=gen))
-    pick = (torch.arange(n) + offset) % len(cases)
-    rows = torch.arange(n)
-    return {
-        key: torch.stack([case[key] for case in cases])[pick, rows].contiguous() for key in cases[0]
-    }
-
-
-def checkerboard(shape: list[int], dtype: torch.dtype, phase: int = 0) -> Tensor:
-    """0/1 checkerboard of ``shape`` (``[..., H, W]``), 1 where ``i + j + phase`` is odd."""
-    h, w = shape[-2], shape[-1]
-    board = (torch.arange(h)[:, None] + torch.arange(w)[None, :] + phase) % 2
-    return board.to(dtype).expand(shape).clone()
-
-
-def _levels(gen: torch.Generator, shape: list[int], dtype: torch.dtype) -> Tensor:
-    """One random grey level per (sample, channel), broadcast over H x W."""
-    return torch.rand(shape[0], shape[1], 1, 1, generator=gen, dtype=dtype).expand(shape).clone()
-
-
-def _smooth(gen: torch.Generator, shape: list[int], dtype: torch.dtype) -> Tensor:
-    x = torch.rand(shape, generator=gen, dtype=dtype)
-    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
-
-
-def extreme_image_cases(
-    gen: torch.Generator, shape: list[int], dtype: torch.dtype
-) -> list[dict[str, Tensor]]:
-    """``(preds, target)`` pairs in [0, 1] at the extremes of the value scale and of contrast.
-
-    Saturated (most pixels exactly 0 or 1), very low contrast (within 1e-3 of a level), very
-    high contrast (0/1 checkerboards against their inverse and a noisy copy), single-colour
-    channels (each channel one pure colour, or one channel flat at 0) and near-identical
-    pairs (a difference of 1e-5: PSNR near 100 dB).
-    """
-    noise = torch.randn(shape, generator=gen, dtype=dtype)
-    binary = (torch.rand(shape, generator=gen, dtype=dtype) > 0.5).to(dtype)
-    level = _levels(gen, shape, dtype) * (1 - 1e-3)
-    board = checkerboard(shape, dtype)
-    pure = (_levels(gen, shape, dtype) > 0.5).to(dtype)  # each channel 0 or 1
-    smooth = _smooth(gen, shape, dtype)
-    dark = smooth.clone()
-    dark[:, :1] = 0.0
-    return [
-        {"preds": (binary + 0.5 * noise).clamp(0, 1), "target": binary},
-        {
-            "preds": level + 1e-3 * torch.rand(shape, generator=gen, dtype=dtype),
-            "target": level + 1e-3 * torch.rand(shape, generator=gen, dtype=dtype),
-        },
-        {"preds": 1.0 - board, "target": board},
-        {"preds": (board + 0.1 * noise).clamp(0, 1), "target": board},
-        {"preds": (pure + 0.05 * noise).clamp(0, 1), "target": pure},
-        {"preds": (dark + 0.1 * noise).clamp(0, 1) * (dark > 0), "target": dark},
-        {"preds": smooth * 0.8 + 0.1 + 1e-5 * noise, "target": smooth * 0.8 + 0.1},
-    ]
-
-
-def degenerate_image_cases(
-    gen: torch.Generator, shape: list[int], dtype: torch.dtype
-) -> list[dict[str, Tensor]]:
-    """Identical pairs (SSIM 1, PSNR +inf), flat images, all-zero and all-one images."""
-    smooth = _smooth(gen, shape, dtype)
-    level = _levels(gen, shape, dtype)
-    zeros = torch.zeros(shape, dtype=dtype)
-    ones = torch.ones(shape, dtype=dtype)
-    return [
-        {"preds": smooth.clone(), "target": smooth},
-        {"preds": _levels(gen, shape, dtype), "target": level},
-        {"preds": level.clone(), "target": level},
-        {"preds": zeros, "target": zeros.clone()},
-        {"preds": zeros.clone(), "target": ones},
-        {"preds": zeros.clone(), "target": smooth.clone()},
-    ]
-
-
-def _image_shape(sizes: Mapping[str, int]) -> list[int]:
-    return [sizes["N"], sizes["C"], sizes["H"], sizes["W"]]
-
-
-def _pair_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
-    shape = _image_shape(sizes)
-    return mix_cases(gen, shape[0], extreme_image_cases(gen, shape, dtype))
-
-
-def _pair_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
-    shape = _image_shape(sizes)
-    return mix_cases(gen, shape[0], degenerate_image_cases(gen, shape, dtype))
-
-
-def _one_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
-    # the extreme pairs' predictions, and 8-bit-scale images (TV has no value scale)
-    shape = _image_shape(sizes)
-    cases = [{"preds": c["preds"]} for c in extreme_image_cases(gen, shape, dtype)]
-    cases.append({"preds": torch.randint(0, 256, shape, generator=gen).to(dtype)})
-    cases.append({"preds": 255.0 * checkerboard(shape, dtype)})
-    return mix_cases(gen, shape[0], cases)
-
-
-def _one_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
-    # flat (a level per channel), all-zero and all-one images: TV 0
-    shape = _image_shape(sizes)
-    flat = _levels(gen, shape, dtype)
-    cases = [flat, torch.zeros(shape, dtype=dtype), torch.ones(shape, dtype=dtype)]
-    return mix_cases(gen, shape[0], [{"preds": x} for x in cases])
-
-
-PAIR_REGIMES = {"extreme": _pair_extreme, "degenerate": _pair_degenerate}
-
-
+# -- domain checks ------------------------------------------------------------------------
 def _validate_ssim(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
     kernel_size = params["kernel_size"]
     if not isinstance(kernel_size, int) or kernel_size <= 0 or kernel_size % 2 == 0:
@@ -525,8 +288,8 @@ register(
         paper="Wang et al. 2004, Image Quality Assessment: From Error Visibility to "
         "Structural Similarity, IEEE TIP, doi:10.1109/TIP.2003.819861",
         oracle="skimage structural_similarity; pytorch_msssim.ssim; torchmetrics SSIM map interior",
-        sample=_sample_pair,
-        regimes=PAIR_REGIMES,
+        sample=samples.sample_pair,
+        regimes=samples.PAIR_REGIMES,
         summary="structural similarity, Gaussian window",
         validate=_validate_ssim,
         example_sizes={"N": 3, "C": 2, "H": 23, "W": 21},
@@ -548,8 +311,8 @@ register(
         paper="Wang, Simoncelli & Bovik 2003, Multiscale structural similarity for image "
         "quality assessment, doi:10.1109/ACSSC.2003.1292216",
         oracle="pytorch_msssim.ms_ssim(size_average=False)",
-        sample=_sample_pair,
-        regimes=PAIR_REGIMES,
+        sample=samples.sample_pair,
+        regimes=samples.PAIR_REGIMES,
         summary="multi-scale structural similarity, 5 scales",
         validate=_validate_ms_ssim,
         example_sizes={"N": 3, "C": 2, "H": 163, "W": 166},
@@ -570,8 +333,8 @@ register(
         higher_is_better=True,
         paper="Huynh-Thu & Ghanbari 2008, Scope of validity of PSNR, doi:10.1049/el:20080522",
         oracle="skimage.metrics.peak_signal_noise_ratio; torchmetrics PSNR",
-        sample=_sample_pair,
-        regimes=PAIR_REGIMES,
+        sample=samples.sample_pair,
+        regimes=samples.PAIR_REGIMES,
         summary="peak signal-to-noise ratio in dB",
         validate=_validate_psnr,
         example_sizes={"N": 3, "C": 2, "H": 7, "W": 5},
@@ -590,8 +353,8 @@ register(
         higher_is_better=False,
         paper="Rudin, Osher & Fatemi 1992; Mahendran & Vedaldi 2015, arXiv:1412.0035",
         oracle="torchmetrics TotalVariation(reduction=None)",
-        sample=_sample_one,
-        regimes={"extreme": _one_extreme, "degenerate": _one_degenerate},
+        sample=samples.sample_one,
+        regimes={"extreme": samples.one_extreme, "degenerate": samples.one_degenerate},
         summary="anisotropic total variation (sum of absolute neighbour differences)",
         example_sizes={"N": 3, "C": 2, "H": 7, "W": 5},
     )
