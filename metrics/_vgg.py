@@ -27,10 +27,10 @@ et al.) expect BGR in [0, 255] minus the mean instead; convert such a file befor
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -266,3 +266,22 @@ def random_state_dict(
         state[f"features.{i}.bias"] = torch.randn(out_ch, generator=gen) * 0.05
         in_ch = out_ch
     return state
+
+
+def vgg_work(sizes: Mapping[str, int], params: Mapping[str, Any]) -> int:
+    """Bytes at the peak: VGG's first block holds a few 64-channel float32 maps at full
+    resolution for each image of a pair (torchvision's widths; narrower weights need less)."""
+    return 2 * 3 * 64 * 4 * sizes.get("N", 0) * sizes.get("H", 0) * sizes.get("W", 0)
+
+
+def check_tap_size(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
+    """H, W must keep every tapped map at least 2x2 (what an exported graph needs)."""
+    pools = layer_pools(params["weights"], params["layers"])
+    need = 2 ** (pools + 1)
+    shape = list(inputs["preds"].shape)
+    for axis, size in (("H", shape[-2]), ("W", shape[-1])):
+        if size < need:
+            raise ValueError(
+                f"Expected axis {axis} of `preds` to be at least {need} for layers "
+                f"{params['layers']!r} ({pools} max-pools), got {size} (shape {shape})"
+            )

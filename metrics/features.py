@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ._utils import check_unit_interval, per_sample_mean
-from ._vgg import ENV_WEIGHTS, VGGFeatures, layer_pools, resolve_weights
+from ._vgg import ENV_WEIGHTS, VGGFeatures, check_tap_size, resolve_weights, vgg_work
 from .pixel import binary_cross_entropy
 from .registry import MetricSpec, ParamSpec, TensorSpec, register
 from .samples import features as samples
@@ -255,22 +255,9 @@ class Topology(nn.Module):
 
 
 # -- domain checks ------------------------------------------------------------------------
-def _check_size(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
-    """H, W must keep every tapped map at least 2x2 (what an exported graph needs)."""
-    pools = layer_pools(params["weights"], params["layers"])
-    need = 2 ** (pools + 1)
-    shape = list(inputs["preds"].shape)
-    for axis, size in (("H", shape[-2]), ("W", shape[-1])):
-        if size < need:
-            raise ValueError(
-                f"Expected axis {axis} of `preds` to be at least {need} for layers "
-                f"{params['layers']!r} ({pools} max-pools), got {size} (shape {shape})"
-            )
-
-
 def _validate_images(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
     resolve_weights(params["weights"])
-    _check_size(params, inputs)
+    check_tap_size(params, inputs)
     weights = params.get("layer_weights")
     if weights is not None:
         count = len([t for t in params["layers"].split(",") if t.strip()])
@@ -282,7 +269,7 @@ def _validate_images(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) ->
 
 def _validate_topology(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
     resolve_weights(params["weights"])
-    _check_size(params, inputs)
+    check_tap_size(params, inputs)
     if params["mu"] < 0:
         raise ValueError(f"Expected `mu` to be non-negative, got {params['mu']}")
     check_unit_interval("preds", inputs["preds"])
@@ -297,12 +284,6 @@ _WEIGHTS = ParamSpec(
 )
 _NORMALIZE = ParamSpec("normalize", True, "standardise inputs with the ImageNet mean and std")
 _JOHNSON = "Johnson et al. 2016, Perceptual Losses, arXiv:1603.08155"
-
-
-def _vgg_work(sizes: Mapping[str, int], params: Mapping[str, Any]) -> int:
-    """Bytes at the peak: VGG's first block holds a few 64-channel float32 maps at full
-    resolution for each image of a pair (torchvision's widths; narrower weights need less)."""
-    return 2 * 3 * 64 * 4 * sizes.get("N", 0) * sizes.get("H", 0) * sizes.get("W", 0)
 
 
 def _image_spec(name, module, functional, summary, paper, oracle, layers, low, size, params=()):
@@ -323,7 +304,7 @@ def _image_spec(name, module, functional, summary, paper, oracle, layers, low, s
             summary=summary,
             validate=_validate_images,
             example_sizes={"N": 3, "H": size, "W": size + 2},
-            work=_vgg_work,
+            work=vgg_work,
             min_sizes={"H": low, "W": low},
             requires=REQUIRES,
         )
@@ -400,7 +381,7 @@ register(
         summary="pixel BCE + mu * VGG19 feature loss on masks",
         validate=_validate_topology,
         example_sizes={"N": 3, "H": 8, "W": 10},
-        work=_vgg_work,
+        work=vgg_work,
         min_sizes={"H": 8, "W": 8},
         requires=REQUIRES,
     )
