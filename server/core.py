@@ -21,7 +21,7 @@ import numpy as np
 from ..exporters.repository import list_models
 from ..wire import REDUCTIONS
 from . import runtimes, stats
-from .admission import Admission, Tensorish, decode
+from .admission import Admission, Prepared, Tensorish, decode
 from .batcher import Batcher, BatchInfo, Hook
 from .errors import (
     InvalidInputError,
@@ -32,7 +32,6 @@ from .errors import (
     shown,
 )
 from .models import PREFERENCE, CoreOptions, Model, load_model
-from .signature import Prepared
 
 __all__ = ["PREFERENCE", "CoreOptions", "EvaluateResult", "Model", "ScoreResult", "ScoringCore"]
 
@@ -394,7 +393,7 @@ class ScoringCore:
     ) -> Prepared:
         """Decode admitted inputs and bring them into the artifact's form (domain checks)."""
         prepared: Prepared = await self._offload(
-            admission.request_bytes, lambda: model.signature.prepare(decode(inputs))
+            admission.request_bytes, lambda: model.plan.prepare(inputs, admission)
         )
         return prepared
 

@@ -159,8 +159,7 @@ def _warm(model: Model, spec: MetricSpec, runtime: runtimes.Runtime, align: int)
     gen = torch.Generator().manual_seed(0)
     sample = spec.make_inputs(gen, {"N": max(1, align)})
     arrays = {k: v.numpy() for k, v in sample.items()}
-    model.plan.admit(arrays)
-    prepared = model.signature.prepare(arrays)
+    prepared = model.plan.prepare(arrays, model.plan.admit(arrays))
     for _ in range(2):
         runtime.run(prepared.inputs)
 
