@@ -214,6 +214,7 @@ class Batcher:
             cost=cost,
         )
         self._queue.append(request)
+        log.debug("%s: queued %d rows (%d waiting)", self.label, rows, len(self._queue))
         if self.hooks:
             self._notify("queued", request)
         self._wake.set()
