@@ -16,12 +16,19 @@ without decoding anything:
 
 Failing 1-3 is INVALID_ARGUMENT naming the input; failing 4-5 is RESOURCE_EXHAUSTED
 (:class:`errors.TooLargeError`): the request is well formed but over this server's budget,
-and the client should split it. Transport-free: nothing here knows about gRPC.
+and the client should split it.
+
+:meth:`Plan.prepare` then decodes the admitted inputs (views over the request's bytes, no
+copy), runs the metric's domain checks (``MetricSpec.validate``: finite boxes, labels in
+range; the only checks that need the values) and brings the inputs into the artifact's
+canonical shapes and dtypes. Nothing the plan checked is checked again. Transport-free:
+nothing here knows about gRPC.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,6 +41,11 @@ from .tensors import DTYPES, WireTensor, dtype_name
 
 if TYPE_CHECKING:
     from .signature import Signature, TensorInfo
+
+# Arrays decoded from request bytes are read-only views; torch warns when a domain check
+# wraps one. Nothing here or in the runtimes writes to its inputs. (Installed once, at
+# import: ``warnings.catch_warnings`` per request is neither cheap nor thread-safe.)
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 MiB = 1 << 20
 FLOATS = frozenset({"float16", "float32", "float64"})
@@ -58,6 +70,14 @@ class Limits:
     @classmethod
     def from_mb(cls, request_mb: float, work_mb: float) -> Limits:
         return cls(int(request_mb * MiB), int(work_mb * MiB))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Inputs checked and in the artifact's canonical shapes and dtypes."""
+
+    inputs: dict[str, np.ndarray]
+    batch_size: int
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,18 @@ class Plan:
         spec = signature.spec
         self.work: WorkFn | None = spec.work if spec is not None else None
         self.params = dict(signature.params)
+        self.min_sizes: dict[str, int] = dict(spec.min_sizes) if spec is not None else {}
+        # the domain checks, with the parameters resolved once (they do not change)
+        self.validate: Callable[[Mapping[str, Any], Mapping[str, Any]], None] | None = None
+        self.resolved: dict[str, Any] = {}
+        if spec is not None and spec.validate is not None:
+            self.validate = spec.validate
+            self.resolved = dict(spec.resolve_params(self.params))
+        # (input, dtype, leading axes kept) for inputs that reach the graph reshaped / cast
+        self.targets = {
+            t.name: (DTYPES[t.dtype], len(t.shape) - 1 if t.shape and t.shape[-1] == "*" else -1)
+            for t in signature.inputs
+        }
         tensors = [*signature.inputs, *signature.outputs]
         # the compute dtype: the widest float the graph takes or returns
         self.itemsize = max(
@@ -129,7 +161,7 @@ class Plan:
         for t in s.inputs:
             dtype, shape, count, nbytes = headers[t.name]
             self._check_dtype(t, dtype, exact_dtypes)
-            trailing = self._bind(t, shape, sizes)
+            trailing = self._bind(t, shape, sizes, self.min_sizes)
             if trailing is not None:
                 if trailing_ref is None:
                     trailing_ref = (trailing, t.name)
@@ -162,6 +194,25 @@ class Plan:
             )
         return Admission(bound, bound.get("N", 0), request_bytes, work_bytes)
 
+    def prepare(self, inputs: Mapping[str, Tensorish], admission: Admission) -> Prepared:
+        """Decode admitted inputs, run the domain checks, reshape and cast for the graph."""
+        arrays = decode(inputs)
+        if self.validate is not None:
+            import torch
+
+            tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
+            try:
+                self.validate(self.resolved, tensors)
+            except ValueError as exc:
+                raise InvalidInputError(str(exc)) from None
+        out: dict[str, np.ndarray] = {}
+        for name, (want, lead) in self.targets.items():
+            array = arrays[name]
+            if lead >= 0 and array.ndim != lead + 1:  # trailing "*" axes -> one axis
+                array = array.reshape(*array.shape[:lead], math.prod(array.shape[lead:]))
+            out[name] = array if array.dtype == want else array.astype(want)
+        return Prepared(out, admission.batch_size)
+
     def graph_bytes(self, sizes: Mapping[str, int]) -> int:
         """What the graph allocates beyond its inputs, outputs included (an estimate)."""
         if self.work is not None:
@@ -185,7 +236,10 @@ class Plan:
 
     @staticmethod
     def _bind(
-        t: TensorInfo, shape: tuple[int, ...], sizes: dict[str, tuple[int, str]]
+        t: TensorInfo,
+        shape: tuple[int, ...],
+        sizes: dict[str, tuple[int, str]],
+        min_sizes: Mapping[str, int],
     ) -> list[int] | None:
         """Bind ``t``'s symbolic axes; return its trailing ``"*"`` axes (None: no star)."""
         star = bool(t.shape) and t.shape[-1] == "*"
@@ -205,6 +259,12 @@ class Plan:
                         f"Expected `{t.name}` to have shape {_fmt(t.shape)}, got {list(shape)}"
                     )
                 continue
+            low = min_sizes.get(axis, 0)
+            if size < low:
+                raise InvalidInputError(
+                    f"Expected axis {axis} of `{t.name}` to be at least {low}, "
+                    f"got {size} (shape {list(shape)})"
+                )
             if axis in sizes and sizes[axis][0] != size:
                 other_size, other = sizes[axis]
                 raise InvalidInputError(

@@ -2,10 +2,12 @@
 
 Requests that can share a run are those with the same *group key*: for an input with the
 batch axis, its dtype and its non-batch axes (so images of different H, W never meet); for
-an input without one (a shared centre matrix), its dtype, shape and bytes. The worker takes
-the oldest request, waits until its group holds ``max_batch_size`` rows or the oldest has
-waited ``max_delay`` seconds, runs the group once in the executor (never on the event loop)
-and hands each request its slice of the outputs.
+an input without one (a shared centre matrix), its dtype and shape. The worker takes the
+oldest request, waits until its group holds ``max_batch_size`` rows or the oldest has
+waited ``max_delay`` seconds and hands the group to the executor, which (never the event
+loop) splits it into runs whose inputs without a batch axis are equal byte for byte, runs
+each once and slices each request's outputs. Nothing on the event loop reads an input's
+bytes: the loop's cost per request does not grow with the request.
 
 Alignment. Runtimes are not batch-invariant to the last bit: ONNX Runtime's reductions, and
 torch's on large rows, sum a row in an order that depends on where it sits in memory and on
@@ -22,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 RunFn = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 Hook = Callable[[str, "Request"], None]
+# what a run gives one request: its outputs (or the error) and the run's BatchInfo
+Outcome = tuple["Request", "dict[str, np.ndarray] | BaseException", "BatchInfo | None"]
 
 
 @dataclass(frozen=True)
@@ -62,36 +65,47 @@ class Request:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _raw(array: np.ndarray) -> memoryview:
-    return np.ascontiguousarray(array).data.cast("B")
+def _raw(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
 
 
 def group_key(inputs: Mapping[str, np.ndarray], batched: Mapping[str, bool]) -> tuple[Any, ...]:
     """Requests with equal keys can be concatenated on the batch axis.
 
-    An input without the batch axis enters the key by a digest of its bytes; requests are
-    grouped by key, then checked byte for byte (:func:`same_shared`) before they share a run.
+    Computed from headers alone (names, dtypes, shapes): an input without the batch axis
+    enters it by its shape, and the executor compares its bytes (:func:`partition`) before
+    two requests share a run.
     """
     parts: list[Any] = []
     for name in sorted(inputs):
         array = inputs[name]
-        if batched.get(name, True):
-            parts.append((name, array.dtype.str, array.shape[1:]))
-        else:
-            digest = hashlib.blake2b(_raw(array), digest_size=16).digest()
-            parts.append((name, array.dtype.str, array.shape, digest))
+        shape = array.shape[1:] if batched.get(name, True) else array.shape
+        parts.append((name, array.dtype.str, shape))
     return tuple(parts)
 
 
-def same_shared(a: Request, b: Request, batched: Mapping[str, bool]) -> bool:
+def same_shared(a: Request, b: Request, shared: list[str]) -> bool:
     """Whether two requests' inputs without a batch axis are identical, byte for byte."""
-    for name, array in a.inputs.items():
-        if batched.get(name, True):
-            continue
-        other = b.inputs[name]
-        if array is not other and _raw(array) != _raw(other):
+    for name in shared:
+        x, y = a.inputs[name], b.inputs[name]
+        if x is not y and not np.array_equal(_raw(x), _raw(y)):
             return False
     return True
+
+
+def partition(batch: list[Request], shared: list[str]) -> list[list[Request]]:
+    """Split a group into runs whose shared inputs are equal (in the executor, not the loop)."""
+    if not shared or len(batch) == 1:
+        return [batch]
+    runs: list[list[Request]] = []
+    for request in batch:
+        for run in runs:
+            if same_shared(run[0], request, shared):
+                run.append(request)
+                break
+        else:
+            runs.append([request])
+    return runs
 
 
 class Batcher:
@@ -115,6 +129,7 @@ class Batcher:
         self._run_fn = run
         self._executor = executor
         self._batched = dict(batched)
+        self._shared = [name for name, b in self._batched.items() if not b]
         self.max_batch_size = max(1, int(max_batch_size))
         self.max_delay_s = max(0.0, float(max_delay_s))
         self.max_queue_size = max(1, int(max_queue_size))
@@ -192,7 +207,7 @@ class Batcher:
         request = Request(
             inputs=inputs,
             rows=rows,
-            key=group_key(inputs, self._batched),
+            key=group_key(inputs, self._batched) if self._batched else (),
             future=loop.create_future(),
             arrival=loop.time(),
             deadline=deadline,
@@ -200,20 +215,31 @@ class Batcher:
         )
         self._queue.append(request)
         log.debug("%s: queued %d rows (%d waiting)", self.label, rows, len(self._queue))
-        self._notify("queued", request)
+        if self.hooks:
+            self._notify("queued", request)
         self._wake.set()
-        timeout = None if deadline is None else max(0.0, deadline - loop.time())
+        # No wait_for / shield tasks per request: a timer handle expires the future.
+        timer = None if deadline is None else loop.call_at(deadline, self._expire, request)
         try:
-            return await asyncio.wait_for(asyncio.shield(request.future), timeout)
-        except TimeoutError:
-            self._drop(request, "expired")
-            waited = (loop.time() - request.arrival) * 1e3
-            raise DeadlineExceededError(
-                f"The deadline passed after {waited:.0f} ms waiting for `{self.label}`"
-            ) from None
+            return await request.future
         except asyncio.CancelledError:
             self._drop(request, "cancelled")
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _expire(self, request: Request) -> None:
+        """The deadline passed before the request's run finished."""
+        if request.future.done():
+            return
+        waited = (asyncio.get_running_loop().time() - request.arrival) * 1e3
+        request.future.set_exception(
+            DeadlineExceededError(
+                f"The deadline passed after {waited:.0f} ms waiting for `{self.label}`"
+            )
+        )
+        self._drop(request, "expired")
 
     def _drop(self, request: Request, why: str) -> None:
         if not request.future.done():
@@ -298,11 +324,7 @@ class Batcher:
                 and rows + request.rows <= self.max_batch_size
                 and (not self.max_cost or cost + request.cost <= self.max_cost)
             )
-            if (
-                request.key == key
-                and fits
-                and (not batch or same_shared(batch[0], request, self._batched))
-            ):
+            if request.key == key and fits:
                 batch.append(request)
                 rows += request.rows
                 cost += request.cost
@@ -314,32 +336,47 @@ class Batcher:
     async def _run(self, batch: list[Request], loop: asyncio.AbstractEventLoop) -> None:
         start = loop.time()
         try:
-            inputs, offsets, rows = self._concatenate(batch)
+            outcomes = await loop.run_in_executor(self._executor, self._compute, batch)
+        except Exception as exc:  # a bug in partitioning: every request hears of it
+            outcomes = [(r, exc, None) for r in batch]
+        for request, result, info in outcomes:
+            if not request.future.done():
+                if isinstance(result, BaseException):
+                    request.future.set_exception(result)
+                else:
+                    assert info is not None
+                    queued = BatchInfo(
+                        start - request.arrival, info.compute_s, info.requests, info.rows
+                    )
+                    request.future.set_result((result, queued))
+            if self.hooks and not isinstance(result, BaseException):
+                self._notify("ran", request)
+
+    def _compute(self, batch: list[Request]) -> list[Outcome]:
+        """In the executor: split into runs by shared inputs, run each, slice the outputs."""
+        outcomes: list[Outcome] = []
+        for run in partition(batch, self._shared):
+            outcomes.extend(self._run_one(run))
+        return outcomes
+
+    def _run_one(self, run: list[Request]) -> list[Outcome]:
+        try:
+            inputs, offsets, rows = self._concatenate(run)
             t0 = time.perf_counter()
-            outputs = await loop.run_in_executor(self._executor, self._run_fn, inputs)
+            outputs = self._run_fn(inputs)
             compute = time.perf_counter() - t0
             self.runs += 1
             parts = self._split(outputs, offsets, rows)
         except Exception as exc:
-            if len(batch) > 1:
+            if len(run) > 1:
                 # One bad request must not fail the others: run each on its own.
                 log.warning(
-                    "%s: a batch of %d failed (%s); retrying one by one",
-                    self.label,
-                    len(batch),
-                    exc,
+                    "%s: a batch of %d failed (%s); retrying one by one", self.label, len(run), exc
                 )
-                for request in batch:
-                    await self._run([request], loop)
-                return
-            if not batch[0].future.done():
-                batch[0].future.set_exception(exc)
-            return
-        for request, part in zip(batch, parts, strict=True):
-            info = BatchInfo(start - request.arrival, compute, len(batch), rows)
-            if not request.future.done():
-                request.future.set_result((part, info))
-            self._notify("ran", request)
+                return [o for request in run for o in self._run_one([request])]
+            return [(run[0], exc, None)]
+        info = BatchInfo(0.0, compute, len(run), rows)
+        return [(r, part, info) for r, part in zip(run, parts, strict=True)]
 
     def _concatenate(
         self, batch: list[Request]

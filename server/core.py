@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 from ..exporters.repository import list_models
 from ..wire import REDUCTIONS
 from . import runtimes, stats
-from .admission import Admission, Tensorish, decode
+from .admission import Admission, Prepared, Tensorish, decode
 from .batcher import Batcher, BatchInfo, Hook
 from .errors import (
     InvalidInputError,
@@ -32,7 +31,7 @@ from .errors import (
     shown,
 )
 from .models import PREFERENCE, CoreOptions, Model, load_model
-from .signature import Prepared
+from .results import EvaluateResult, ScoreResult, Timing
 
 __all__ = ["PREFERENCE", "CoreOptions", "EvaluateResult", "Model", "ScoreResult", "ScoringCore"]
 
@@ -40,40 +39,6 @@ log = logging.getLogger(__name__)
 
 # Inputs larger than this are checked off the event loop.
 INLINE_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class Timing:
-    queue_s: float = 0.0
-    compute_s: float = 0.0
-    total_s: float = 0.0
-    batch_requests: int = 0
-    batch_rows: int = 0
-
-
-@dataclass(frozen=True)
-class ScoreResult:
-    metric: str
-    outputs: dict[str, np.ndarray]  # per-sample, batch axis first
-    reduced: dict[str, np.ndarray]  # float64, empty for reduction "none"
-    reduction: str
-    runtime: str
-    device: str
-    batch_size: int
-    timing: Timing
-
-
-@dataclass(frozen=True)
-class EvaluateResult:
-    metric: str
-    runtime: str
-    device: str
-    batches: int
-    statistics: list[stats.Summary]
-    scores: dict[str, np.ndarray] | None
-    timing: Timing
-    aggregator_state: bytes = b""
-    figures: dict[str, float] = field(default_factory=dict)
 
 
 class ScoringCore:
@@ -100,6 +65,7 @@ class ScoringCore:
             max_workers=max(1, self.options.workers), thread_name_prefix="cvscore-compute"
         )
         self._hooks: list[Hook] = []
+        self._loading: dict[tuple[str, str], asyncio.Lock] = {}
 
     # -- loading ------------------------------------------------------------------------
     def load(
@@ -129,26 +95,41 @@ class ScoringCore:
 
     async def start(self) -> None:
         """Create the batchers on the running loop and report ready."""
-        o = self.options
         for model in self.models.values():
-            batched = {t.name: t.batched for t in model.signature.inputs}
-            for kind, runtime in model.runtimes.items():
-                batcher = Batcher(
-                    f"{model.name}/{kind}",
-                    runtime.run,
-                    self._executor,
-                    batched,
-                    max_batch_size=o.max_batch_size,
-                    max_delay_s=o.max_queue_delay_us / 1e6,
-                    max_queue_size=o.max_queue_size,
-                    align=o.align,
-                    splittable=model.signature.splittable,
-                    max_cost=o.limits.max_work_bytes,
-                )
-                batcher.hooks.extend(self._hooks)
-                batcher.start()
-                model.batchers[kind] = batcher
+            for kind in model.runtimes:
+                self._add_batcher(model, kind)
         self.ready = True
+
+    def _add_batcher(self, model: Model, kind: str) -> Batcher:
+        o = self.options
+        batcher = Batcher(
+            f"{model.name}/{kind}",
+            model.runtimes[kind].run,
+            self._executor,
+            {t.name: t.batched for t in model.signature.inputs},
+            max_batch_size=o.max_batch_size,
+            max_delay_s=o.max_queue_delay_us / 1e6,
+            max_queue_size=o.max_queue_size,
+            align=o.align,
+            splittable=model.signature.splittable,
+            max_cost=o.limits.max_work_bytes,
+        )
+        batcher.hooks.extend(self._hooks)
+        batcher.start()
+        model.batchers[kind] = batcher
+        return batcher
+
+    async def _batcher(self, model: Model, kind: str) -> Batcher:
+        """The batcher of a runtime, loading the runtime first when it was deferred."""
+        batcher = model.batchers.get(kind)
+        if batcher is not None:
+            return batcher
+        lock = self._loading.setdefault((model.name, kind), asyncio.Lock())
+        async with lock:
+            if kind in model.batchers:
+                return model.batchers[kind]
+            await asyncio.to_thread(model.load_deferred, kind)
+            return self._add_batcher(model, kind)
 
     async def drain(self) -> None:
         """Stop taking requests and finish the queued ones without waiting for delays."""
@@ -235,7 +216,8 @@ class ScoringCore:
         kind = model.pick(runtime)
         admission = model.plan.admit(inputs, exact_dtypes)
         prepared = await self._prepare(model, inputs, admission)
-        outputs, info = await model.batchers[kind].submit(
+        batcher = await self._batcher(model, kind)
+        outputs, info = await batcher.submit(
             prepared.inputs, prepared.batch_size, deadline, cost=admission.work_bytes
         )
         reduced = {}
@@ -272,7 +254,7 @@ class ScoringCore:
         start = time.perf_counter()
         model = self.serving(name)
         kind = model.pick(runtime)
-        batcher = model.batchers[kind]
+        batcher = await self._batcher(model, kind)
         output_names = [t.name for t in model.signature.outputs]
         folded: dict[str, stats.RunningStats] = {}  # made on the first batch
         spec = model.signature.spec
@@ -394,7 +376,7 @@ class ScoringCore:
     ) -> Prepared:
         """Decode admitted inputs and bring them into the artifact's form (domain checks)."""
         prepared: Prepared = await self._offload(
-            admission.request_bytes, lambda: model.signature.prepare(decode(inputs))
+            admission.request_bytes, lambda: model.plan.prepare(inputs, admission)
         )
         return prepared
 

@@ -9,6 +9,7 @@ manifest's sha256) and warms each one up; a runtime that fails is recorded in
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from . import runtimes
 from .admission import Limits, Plan
 from .batcher import Batcher
 from .errors import InvalidInputError, RuntimeUnavailableError, shown
+from .runtimes import Runtime
 from .signature import Signature
 
 if TYPE_CHECKING:
@@ -41,6 +43,8 @@ class CoreOptions:
     align: int = 16
     workers: int = 2
     warmup: bool = True
+    # load only the default runtime at start-up, the others on first use (fast start)
+    lazy: bool = True
     verify: bool = True
     limits: Limits = field(default_factory=Limits)
 
@@ -55,6 +59,8 @@ class Model:
     batchers: dict[str, Batcher] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     default_runtime: str = ""
+    # runtimes whose artifact was checked but not loaded yet: kind -> its loader
+    deferred: dict[str, Callable[[], Runtime]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -69,7 +75,27 @@ class Model:
         return self.runtimes[self.default_runtime].device if self.ready else ""
 
     def runtime_names(self) -> list[str]:
-        return list(self.runtimes)
+        return [*self.runtimes, *self.deferred]
+
+    def load_deferred(self, kind: str) -> None:
+        """Load a runtime deferred at start-up (blocking: run it off the event loop)."""
+        loader = self.deferred.get(kind)
+        if loader is None:  # it failed for a caller before this one
+            raise RuntimeUnavailableError(
+                f"Model `{self.name}` has no `{kind}` runtime on this server; "
+                f"available: {self.runtime_names()}"
+            )
+        try:
+            self.runtimes[kind] = loader()
+        except Exception as exc:
+            log.error("model %s: cannot load %s: %s", self.name, kind, exc)
+            self.failures[kind] = str(exc)
+            raise RuntimeUnavailableError(
+                f"Model `{self.name}` could not load its `{kind}` runtime; see the server log"
+            ) from None
+        finally:
+            self.deferred.pop(kind, None)
+        log.info("model %s: loaded %s on first use", self.name, kind)
 
     def reason(self) -> str:
         """Why no runtime is loaded (empty when one is), without paths: clients see it."""
@@ -89,7 +115,7 @@ class Model:
                 f"Expected `runtime` to be one of {['auto', *runtimes.RUNTIMES]}, "
                 f"got {shown(runtime)!r}"
             )
-        if runtime not in self.runtimes:
+        if runtime not in self.runtimes and runtime not in self.deferred:
             raise RuntimeUnavailableError(
                 f"Model `{self.name}` has no `{runtime}` runtime on this server; "
                 f"available: {self.runtime_names()}"
@@ -122,30 +148,38 @@ def load_model(repository: Path, name: str, options: CoreOptions, device: str) -
     artifacts = set(manifest.get("files", {}))
     from ..exporters.formats import FORMATS
 
-    wanted = options.runtimes or runtimes.RUNTIMES
+    wanted = options.runtimes or PREFERENCE
     for kind in wanted:
         if FORMATS[kind] not in artifacts:
             model.failures[kind] = "not exported"
             continue
-        try:
-            loaded = runtimes.load(repository, name, kind, device, verify=options.verify)
-            if options.warmup and spec is not None and model.signature.spec is not None:
-                _warm(model, spec, loaded, options.align)
+        try:  # every artifact is checked now; only the first that loads is loaded now
+            opener = runtimes.check(repository, name, kind, verify=options.verify)
         except runtimes.ArtifactError as exc:  # tampered, truncated or missing
             log.error("model %s: refusing the %s artifact: %s", name, kind, exc)
             model.failures[kind] = str(exc)
             continue
+
+        def loader(kind: str = kind, opener: Callable[[str], runtimes.Runtime] = opener):
+            loaded = opener(device)
+            if options.warmup and spec is not None and model.signature.spec is not None:
+                _warm(model, spec, loaded, options.align)
+            return loaded
+
+        if options.lazy and any(r.device == device for r in model.runtimes.values()):
+            model.deferred[kind] = loader
+            continue
+        try:
+            model.runtimes[kind] = loader()
         except Exception as exc:
             log.error("model %s: cannot load %s: %s", name, kind, exc)
             model.failures[kind] = str(exc)
-            continue
-        model.runtimes[kind] = loaded
     model.default_runtime = _default_runtime(model, options, device)
     if model.ready:
         log.info(
             "model %s: %s on %s (auto: %s)",
             name,
-            ", ".join(model.runtimes),
+            ", ".join(model.runtime_names()),
             device,
             model.default_runtime,
         )
@@ -159,8 +193,7 @@ def _warm(model: Model, spec: MetricSpec, runtime: runtimes.Runtime, align: int)
     gen = torch.Generator().manual_seed(0)
     sample = spec.make_inputs(gen, {"N": max(1, align)})
     arrays = {k: v.numpy() for k, v in sample.items()}
-    model.plan.admit(arrays)
-    prepared = model.signature.prepare(arrays)
+    prepared = model.plan.prepare(arrays, model.plan.admit(arrays))
     for _ in range(2):
         runtime.run(prepared.inputs)
 

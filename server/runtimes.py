@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -97,6 +97,15 @@ class OnnxRuntime:
 
 def load(repo: Path, name: str, runtime: str, device: str = "cpu", verify: bool = True) -> Runtime:
     """Load ``REPO/<name>/1/<artifact>`` after checking it against the manifest's sha256."""
+    return check(repo, name, runtime, verify)(device)
+
+
+def check(repo: Path, name: str, runtime: str, verify: bool = True) -> Callable[[str], Runtime]:
+    """Check an artifact against its manifest now; return what loads it (later, on a device).
+
+    The check is cheap (a sha256); loading is what takes seconds, so the server checks every
+    artifact at start-up and loads all but the default runtime on first use.
+    """
     if runtime not in RUNTIMES:
         raise ValueError(f"Expected `runtime` to be one of {list(RUNTIMES)}, got {runtime!r}")
     model_dir = repo / name
@@ -116,6 +125,10 @@ def load(repo: Path, name: str, runtime: str, device: str = "cpu", verify: bool 
                 f"expected {entry['sha256'][:12]}...); refusing to load it"
             )
     outputs = [o["name"] for o in manifest["outputs"]]
-    if runtime == "onnx":
-        return OnnxRuntime(path, device)
-    return TorchRuntime(path, runtime, outputs, device)
+
+    def open_on(device: str) -> Runtime:
+        if runtime == "onnx":
+            return OnnxRuntime(path, device)
+        return TorchRuntime(path, runtime, outputs, device)
+
+    return open_on

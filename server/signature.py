@@ -3,37 +3,23 @@
 The manifest in the repository is the source of truth for what an artifact takes (names,
 canonical shapes, dtypes). When the registry still knows the metric the model was exported
 from, and its signature agrees with the manifest, the spec adds the original shapes (with a
-trailing ``"*"``), the shared-axis and minimum-size checks of ``MetricSpec.check_inputs``
-and the domain checks of ``MetricSpec.validate``. Either way, a request's inputs are
-checked here, before anything is batched or run, and every error names the input and
-shows what was expected and what was received.
+trailing ``"*"``), the minimum axis sizes and the domain checks of ``MetricSpec.validate``.
+Either way, a request's inputs are checked once, by the admission plan built from this
+signature (:mod:`server.admission`), before anything is batched or run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
-
-from ..metrics.registry import input_name_mismatch
-from .errors import InvalidInputError
-from .tensors import DTYPES, dtype_name
 
 if TYPE_CHECKING:
     from ..metrics.registry import MetricSpec
 
 log = logging.getLogger(__name__)
-
-# Arrays decoded from request bytes are read-only views; torch warns when it wraps one.
-# Nothing here or in the runtimes writes to its inputs.
-warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-
-FLOATS = {"float16", "float32", "float64"}
 
 
 @dataclass(frozen=True)
@@ -62,14 +48,6 @@ class ParamInfo:
     value: Any
     default: Any
     doc: str = ""
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Inputs checked and in the artifact's canonical shapes and dtypes."""
-
-    inputs: dict[str, np.ndarray]
-    batch_size: int
 
 
 def _fmt(shape: Sequence[Any]) -> str:
@@ -174,64 +152,6 @@ class Signature:
     def splittable(self) -> bool:
         """Whether outputs can be split back per request (every output has the batch axis)."""
         return all(t.batched for t in self.outputs)
-
-    def prepare(self, arrays: Mapping[str, np.ndarray]) -> Prepared:
-        """Check a request's inputs and bring them into the artifact's canonical form.
-
-        Accepts original shapes (trailing ``"*"`` axes as they are) or canonical ones.
-        Raises :class:`InvalidInputError` naming the input, expected vs received.
-        """
-        mismatch = input_name_mismatch(self.name, self.input_names(), arrays)
-        if mismatch:
-            raise InvalidInputError(mismatch)
-        if self.spec is not None:
-            arrays = self._check_with_spec(self.spec, arrays)
-        inputs: dict[str, np.ndarray] = {}
-        sizes: dict[str, tuple[int, str]] = {}
-        for t in self.inputs:
-            array = arrays[t.name]
-            got = dtype_name(array.dtype)
-            if got != t.dtype and not (got in FLOATS and t.dtype in FLOATS):
-                raise InvalidInputError(f"Expected `{t.name}` to have dtype {t.dtype}, got {got}")
-            if array.ndim != len(t.canonical):
-                raise InvalidInputError(
-                    f"Expected `{t.name}` to have shape {_fmt(t.shape)}"
-                    + (f" (or {_fmt(t.canonical)})" if t.shape != t.canonical else "")
-                    + f", got {list(array.shape)} (rank {array.ndim})"
-                )
-            for axis, size in zip(t.canonical, array.shape, strict=True):
-                if isinstance(axis, int):
-                    if size != axis:
-                        raise InvalidInputError(
-                            f"Expected `{t.name}` to have shape {_fmt(t.canonical)}, "
-                            f"got {list(array.shape)}"
-                        )
-                elif axis in sizes and sizes[axis][0] != size:
-                    other_size, other = sizes[axis]
-                    raise InvalidInputError(
-                        f"Expected axis {axis} of `{t.name}` to equal axis {axis} of "
-                        f"`{other}` ({other_size}), got {size}"
-                    )
-                else:
-                    sizes.setdefault(str(axis), (int(size), t.name))
-            want = DTYPES[t.dtype]
-            inputs[t.name] = array if array.dtype == want else array.astype(want)
-        batch = sizes["N"][0] if "N" in sizes else 0
-        return Prepared(inputs, batch)
-
-    def _check_with_spec(
-        self, spec: MetricSpec, arrays: Mapping[str, np.ndarray]
-    ) -> dict[str, np.ndarray]:
-        import torch
-
-        with warnings.catch_warnings():  # read-only request buffers; nothing writes to them
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
-        try:
-            spec.check_inputs(tensors, self.params)
-        except ValueError as exc:
-            raise InvalidInputError(str(exc)) from None
-        return {name: t.numpy() for name, t in spec.canonical(tensors).items()}
 
     # -- descriptions -------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
