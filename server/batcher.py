@@ -28,12 +28,13 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .errors import DeadlineExceededError, QueueFullError
+from .grouping import Request, group_key, partition
 
 log = logging.getLogger(__name__)
 
@@ -51,61 +52,6 @@ class BatchInfo:
     compute_s: float
     requests: int
     rows: int
-
-
-@dataclass(eq=False)
-class Request:
-    inputs: Mapping[str, np.ndarray]
-    rows: int
-    key: tuple[Any, ...]
-    future: asyncio.Future[tuple[dict[str, np.ndarray], BatchInfo]]
-    arrival: float
-    deadline: float | None = None
-    cost: int = 0  # admission's work estimate in bytes
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-def _raw(array: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-
-
-def group_key(inputs: Mapping[str, np.ndarray], batched: Mapping[str, bool]) -> tuple[Any, ...]:
-    """Requests with equal keys can be concatenated on the batch axis.
-
-    Computed from headers alone (names, dtypes, shapes): an input without the batch axis
-    enters it by its shape, and the executor compares its bytes (:func:`partition`) before
-    two requests share a run.
-    """
-    parts: list[Any] = []
-    for name in sorted(inputs):
-        array = inputs[name]
-        shape = array.shape[1:] if batched.get(name, True) else array.shape
-        parts.append((name, array.dtype.str, shape))
-    return tuple(parts)
-
-
-def same_shared(a: Request, b: Request, shared: list[str]) -> bool:
-    """Whether two requests' inputs without a batch axis are identical, byte for byte."""
-    for name in shared:
-        x, y = a.inputs[name], b.inputs[name]
-        if x is not y and not np.array_equal(_raw(x), _raw(y)):
-            return False
-    return True
-
-
-def partition(batch: list[Request], shared: list[str]) -> list[list[Request]]:
-    """Split a group into runs whose shared inputs are equal (in the executor, not the loop)."""
-    if not shared or len(batch) == 1:
-        return [batch]
-    runs: list[list[Request]] = []
-    for request in batch:
-        for run in runs:
-            if same_shared(run[0], request, shared):
-                run.append(request)
-                break
-        else:
-            runs.append([request])
-    return runs
 
 
 class Batcher:

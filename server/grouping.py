@@ -1,0 +1,74 @@
+"""Which queued requests may share a run: group keys from headers, byte checks off the loop.
+
+A request's *group key* comes from its headers alone (names, dtypes, non-batch shapes), so the
+event loop never reads input bytes. An input without the batch axis (a shared centre matrix)
+enters the key by its shape; :func:`partition`, called in the executor, then splits a group
+into runs whose such inputs are equal byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .batcher import BatchInfo
+
+
+@dataclass(eq=False)
+class Request:
+    inputs: Mapping[str, np.ndarray]
+    rows: int
+    key: tuple[Any, ...]
+    future: asyncio.Future[tuple[dict[str, np.ndarray], BatchInfo]]
+    arrival: float
+    deadline: float | None = None
+    cost: int = 0  # admission's work estimate in bytes
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _raw(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+
+
+def group_key(inputs: Mapping[str, np.ndarray], batched: Mapping[str, bool]) -> tuple[Any, ...]:
+    """Requests with equal keys can be concatenated on the batch axis.
+
+    Computed from headers alone (names, dtypes, shapes): an input without the batch axis
+    enters it by its shape, and the executor compares its bytes (:func:`partition`) before
+    two requests share a run.
+    """
+    parts: list[Any] = []
+    for name in sorted(inputs):
+        array = inputs[name]
+        shape = array.shape[1:] if batched.get(name, True) else array.shape
+        parts.append((name, array.dtype.str, shape))
+    return tuple(parts)
+
+
+def same_shared(a: Request, b: Request, shared: list[str]) -> bool:
+    """Whether two requests' inputs without a batch axis are identical, byte for byte."""
+    for name in shared:
+        x, y = a.inputs[name], b.inputs[name]
+        if x is not y and not np.array_equal(_raw(x), _raw(y)):
+            return False
+    return True
+
+
+def partition(batch: list[Request], shared: list[str]) -> list[list[Request]]:
+    """Split a group into runs whose shared inputs are equal (in the executor, not the loop)."""
+    if not shared or len(batch) == 1:
+        return [batch]
+    runs: list[list[Request]] = []
+    for request in batch:
+        for run in runs:
+            if same_shared(run[0], request, shared):
+                run.append(request)
+                break
+        else:
+            runs.append([request])
+    return runs
