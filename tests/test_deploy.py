@@ -96,7 +96,8 @@ def test_dockerfile_cuda_base_non_root_user_and_pinned_gpu_dependencies() -> Non
     # every folder pyproject installs is copied into the image
     folders = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
     copies = instruction("COPY")
-    for folder in set(folders["package-dir"].values()) - {"cvscore"}:
+    top = {f.split("/")[0] for f in folders["package-dir"].values()} - {"cvscore"}
+    for folder in top:  # a nested package (metrics/samples) comes with its parent folder
         assert f"{folder} {folder}" in copies, folder
 
 
