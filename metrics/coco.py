@@ -220,8 +220,10 @@ def coco_oks(
     dy_out = torch.maximum(zero, (by - bh) - yd) + torch.maximum(zero, yd - (by + bh * 2))
     dx = torch.where(labelled, xd - xg, dx_out)
     dy = torch.where(labelled, yd - yg, dy_out)
-    eps = 2.220446049250313e-16  # np.spacing(1), as pycocotools
-    e = (dx**2 + dy**2) / var / (target_area[None, :, None] + eps) / 2
+    # np.spacing(1), as pycocotools. A tensor, not a literal: the ONNX optimizer drops
+    # `x + 2.2e-16` as adding zero, and a zero area then gives 0 / 0.
+    eps = torch.full_like(target_area, 2.220446049250313e-16)
+    e = (dx**2 + dy**2) / var / (target_area + eps)[None, :, None] / 2
     counted = visible | ~labelled  # [1, G, K]
     total = torch.where(counted, torch.exp(-e), torch.zeros_like(e)).sum(-1)
     oks = total / counted.sum(-1).to(total.dtype)

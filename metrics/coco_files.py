@@ -21,7 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from .coco_eval import CocoAggregator, coco_params
+from .coco_eval import (  # noqa: F401 - re-exported for the drivers
+    IOU_THRESHOLDS,
+    RECALL_THRESHOLDS,
+    CocoAggregator,
+    coco_params,
+)
 
 # COCO's 17 person keypoints (pycocotools ``Params.kpt_oks_sigmas``).
 COCO_SIGMAS = (
@@ -252,7 +257,9 @@ def coco_batches(data: CocoData, max_pairs: int = 1 << 16) -> Iterator[dict[str,
     dt_codes = dt_pairs[:, 0] * width + dt_pairs[:, 1] if len(kept) else np.zeros(0, int)
     paired = np.isin(dt_codes, gt_codes)
     # kept is image-ordered; keep it so (stable) within every image
-    bounds = [np.searchsorted(data.dt_image[kept], data.image_ids, side=s) for s in ("left", "right")]
+    bounds = [
+        np.searchsorted(data.dt_image[kept], data.image_ids, side=s) for s in ("left", "right")
+    ]
     gt_order = np.argsort(data.gt_image, kind="stable")
     gt_sorted = data.gt_image[gt_order]
     g_bounds = [np.searchsorted(gt_sorted, data.image_ids, side=s) for s in ("left", "right")]
