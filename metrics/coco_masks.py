@@ -80,9 +80,12 @@ def to_rles(
 
 def areas(rles: Sequence[Mapping[str, Any]]) -> np.ndarray:
     """``pycocotools.mask.area`` of every RLE, as float64 (pycocotools' detection area)."""
-    if not rles:
-        return np.zeros(0)
-    return np.asarray(_mask_utils().area(list(rles)), dtype=np.float64).reshape(len(rles))
+    # pycocotools 2.0.11's `area` fails on lists of 256 or more under numpy 2 (it sizes an
+    # array as uint8), so it is called on chunks of 255.
+    area = _mask_utils().area
+    parts = [np.asarray(area(list(rles[i : i + 255])), dtype=np.float64).reshape(-1)
+             for i in range(0, len(rles), 255)]  # fmt: skip
+    return np.concatenate([np.zeros(0), *parts])
 
 
 def mask_iou(data: Any, batch: Mapping[str, np.ndarray]) -> np.ndarray:
