@@ -10,7 +10,8 @@ What is a graph and what is not
   and ``-1`` where the two belong to different (image, category) groups. Ragged data travels
   flattened: every detection and every ground truth carries the int64 id of its group.
   One detection's row depends only on it and on the ground truths, so batching is exact.
-  ``coco_oks``: pycocotools' ``computeOks`` per pair, ``Σ exp(-d²/(2 s² k²)) / n`` over the
+  ``coco_oks``: pycocotools' ``computeOks`` for a list of (detection, ground truth) pairs
+  of the same group (a dense matrix would cost K keypoints per useless pair), ``Σ exp(-d²/(2 s² k²)) / n`` over the
   ground truth's labelled keypoints (``v > 0``; ``s²`` its ``area``, ``k = 2 σ``), or, when
   it has none, over all keypoints with ``d`` the distance outside its box grown by one box
   size on each side; the sigmas are an input, so one artifact serves any skeleton.
@@ -59,14 +60,14 @@ from .coco_eval import (  # noqa: F401 - the host half, re-exported
     match_groups,
     summarize,
 )
+from .coco_files import GRAPH_INPUTS as _GRAPH_INPUTS
 from .coco_files import (  # noqa: F401 - the file half, re-exported
-    COCO_SIGMAS,
     CocoData,
     coco_batches,
     evaluate,
     parse_coco,
 )
-from .coco_files import GRAPH_INPUTS as _GRAPH_INPUTS
+from .coco_keypoints import COCO_SIGMAS  # noqa: F401 - re-exported
 from .registry import MetricSpec, TensorSpec, register
 
 FAMILY = "dataset"
@@ -193,28 +194,24 @@ def _validate(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
 
 # -- keypoints -------------------------------------------------------------------------------
 def coco_oks(
-    preds: Tensor,
-    pred_group: Tensor,
-    target: Tensor,
-    target_box: Tensor,
-    target_area: Tensor,
-    target_group: Tensor,
-    sigmas: Tensor,
+    preds: Tensor, target: Tensor, target_box: Tensor, target_area: Tensor, sigmas: Tensor
 ) -> Tensor:
-    """OKS of every detection with every ground truth of its group, as pycocotools'
-    ``computeOks``.
+    """OKS of each (detection, ground truth) pair, as pycocotools' ``computeOks``.
 
-    preds (Tensor[N, K, 3]) and target (Tensor[G, K, 3]) are ``(x, y, v)`` keypoints;
-    target_box (Tensor[G, 4]) ``(x, y, w, h)``; target_area (Tensor[G]); group ids as for
-    :func:`coco_box_iou`; sigmas (Tensor[K]) per keypoint (COCO's 17: ``COCO_SIGMAS``).
-    Returns ``Tensor[N, G]``: OKS in [0, 1] within a group, -1 across groups.
+    preds (Tensor[N, K, 3]) and target (Tensor[N, K, 3]) are ``(x, y, v)`` keypoints of the
+    N pairs; target_box (Tensor[N, 4]) the ground truth's ``(x, y, w, h)``; target_area
+    (Tensor[N]) its ``area``; sigmas (Tensor[K]) per keypoint (COCO's 17: ``COCO_SIGMAS``).
+    Returns ``Tensor[N]`` in [0, 1].
+
+    Pairwise, not a dense matrix as ``coco_map``: a pair costs K keypoints, so the host
+    sends only the pairs of the same (image, category) group.
     """
     var = (sigmas * 2) ** 2
-    xd, yd = preds[..., 0][:, None, :], preds[..., 1][:, None, :]  # [N, 1, K]
-    xg, yg, vg = target[..., 0][None], target[..., 1][None], target[..., 2][None]  # [1, G, K]
+    xd, yd = preds[..., 0], preds[..., 1]  # [N, K]
+    xg, yg, vg = target[..., 0], target[..., 1], target[..., 2]
     visible = vg > 0
-    labelled = visible.any(-1, keepdim=True)  # [1, G, 1]
-    bx, by, bw, bh = (c[None, :, None] for c in target_box.unbind(-1))
+    labelled = visible.any(-1, keepdim=True)  # [N, 1]
+    bx, by, bw, bh = (c[:, None] for c in target_box.unbind(-1))
     zero = torch.zeros_like(xd)
     dx_out = torch.maximum(zero, (bx - bw) - xd) + torch.maximum(zero, xd - (bx + bw * 2))
     dy_out = torch.maximum(zero, (by - bh) - yd) + torch.maximum(zero, yd - (by + bh * 2))
@@ -223,86 +220,66 @@ def coco_oks(
     # np.spacing(1), as pycocotools. A tensor, not a literal: the ONNX optimizer drops
     # `x + 2.2e-16` as adding zero, and a zero area then gives 0 / 0.
     eps = torch.full_like(target_area, 2.220446049250313e-16)
-    e = (dx**2 + dy**2) / var / (target_area + eps)[None, :, None] / 2
-    counted = visible | ~labelled  # [1, G, K]
+    e = (dx**2 + dy**2) / var / (target_area + eps)[:, None] / 2
+    counted = visible | ~labelled
     total = torch.where(counted, torch.exp(-e), torch.zeros_like(e)).sum(-1)
-    oks = total / counted.sum(-1).to(total.dtype)
-    same = pred_group[:, None] == target_group[None, :]
-    return torch.where(same, oks, -torch.ones_like(oks))
+    return total / counted.sum(-1).to(total.dtype)
 
 
 class CocoKeypointOks(nn.Module):
-    """Per-detection OKS rows for COCO keypoint matching; see :func:`coco_oks`."""
+    """OKS of (detection, ground truth) pairs for COCO keypoint matching; see :func:`coco_oks`."""
 
     def forward(
-        self,
-        preds: Tensor,
-        pred_group: Tensor,
-        target: Tensor,
-        target_box: Tensor,
-        target_area: Tensor,
-        target_group: Tensor,
-        sigmas: Tensor,
+        self, preds: Tensor, target: Tensor, target_box: Tensor, target_area: Tensor, sigmas: Tensor
     ) -> Tensor:
-        return coco_oks(preds, pred_group, target, target_box, target_area, target_group, sigmas)
+        return coco_oks(preds, target, target_box, target_area, sigmas)
 
 
-def _oks_inputs(gen: torch.Generator, n: int, g: int, k: int, scale: float) -> dict[str, Tensor]:
+def _oks_inputs(gen: torch.Generator, n: int, k: int, scale: float) -> dict[str, Tensor]:
     f64 = torch.float64
-    box = torch.cat([torch.rand(g, 2, generator=gen, dtype=f64) * scale * 4,
-                     (torch.rand(g, 2, generator=gen, dtype=f64) + 0.2) * scale], 1)  # fmt: skip
-    inside = torch.rand(g, k, 2, generator=gen, dtype=f64)
-    xy = box[:, None, :2] + inside * box[:, None, 2:]
-    vis = torch.randint(0, 3, (g, k, 1), generator=gen).to(f64)
-    vis[torch.rand(g, generator=gen) < 0.25] = 0  # no labelled keypoint: the box rule
-    target = torch.cat([xy, vis], -1)
-    pick = torch.randint(0, max(g, 1), (n,), generator=gen)
-    base = target[pick, :, :2] if g else torch.rand(n, k, 2, generator=gen, dtype=f64) * scale
+    box = torch.cat([torch.rand(n, 2, generator=gen, dtype=f64) * scale * 4,
+                     (torch.rand(n, 2, generator=gen, dtype=f64) + 0.2) * scale], 1)  # fmt: skip
+    xy = box[:, None, :2] + torch.rand(n, k, 2, generator=gen, dtype=f64) * box[:, None, 2:]
+    vis = torch.randint(0, 3, (n, k, 1), generator=gen).to(f64)
+    vis[torch.rand(n, generator=gen) < 0.25] = 0  # no labelled keypoint: the box rule
     noise = torch.randn(n, k, 2, generator=gen, dtype=f64) * scale * 0.1
-    preds = torch.cat([base + noise, torch.ones(n, k, 1, dtype=f64)], -1)
-    groups = torch.randint(0, 2, (g,), generator=gen)
     return {
-        "preds": preds,
-        "pred_group": groups[pick] if g else torch.zeros(n, dtype=torch.int64),
-        "target": target,
+        "preds": torch.cat([xy + noise, torch.ones(n, k, 1, dtype=f64)], -1),
+        "target": torch.cat([xy, vis], -1),
         "target_box": box,
         "target_area": box[:, 2] * box[:, 3] * 0.7,
-        "target_group": groups,
         "sigmas": torch.rand(k, generator=gen, dtype=f64) * 0.1 + 0.02,
     }
 
 
 def _sample_oks(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
     del dtype  # float64 by contract, as coco_map
-    return _oks_inputs(gen, sizes["N"], sizes["G"], sizes["K"], 50.0)
+    return _oks_inputs(gen, sizes["N"], sizes["K"], 50.0)
 
 
 def _sample_oks_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
     """People from 1e-2 to 1e4 px, far-off detections (OKS ~ 0) and tiny areas."""
     del dtype
-    out = _oks_inputs(gen, sizes["N"], sizes["G"], sizes["K"], 1e4)
-    far = torch.rand(sizes["N"], 1, 1, generator=gen) < 0.3
+    n = sizes["N"]
+    out = _oks_inputs(gen, n, sizes["K"], 1e4)
+    far = torch.rand(n, 1, 1, generator=gen) < 0.3
     out["preds"] = torch.where(far, out["preds"] * 3 + 1e4, out["preds"])
-    tiny = torch.rand(sizes["G"], generator=gen) < 0.3
+    tiny = torch.rand(n, generator=gen) < 0.3
     out["target_area"] = torch.where(tiny, out["target_area"] * 1e-8, out["target_area"])
     return out
 
 
 def _sample_oks_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
-    """Detections equal to a ground truth (OKS 1), all keypoints unlabelled, zero areas."""
+    """Detections equal to their ground truth (OKS 1), no labelled keypoint, zero areas."""
     del dtype
-    n, g, k = sizes["N"], sizes["G"], sizes["K"]
-    out = _oks_inputs(gen, n, g, k, 20.0)
-    if g:
-        pick = torch.randint(0, g, (n,), generator=gen)
-        out["preds"] = out["target"][pick].clone()
-        out["pred_group"] = out["target_group"][pick]
-    out["target"][..., 2] = torch.where(
-        torch.rand(g, 1, generator=gen) < 0.5, 0.0, out["target"][..., 2]
-    )
-    out["target_area"] = torch.where(
-        torch.rand(g, generator=gen) < 0.3, 0.0, out["target_area"]
-    ).to(torch.float64)
+    n = sizes["N"]
+    out = _oks_inputs(gen, n, sizes["K"], 20.0)
+    same = torch.rand(n, 1, 1, generator=gen) < 0.5
+    out["preds"] = torch.where(same, out["target"], out["preds"])
+    unlabelled = torch.rand(n, 1, generator=gen) < 0.5
+    out["target"][..., 2] = torch.where(unlabelled, 0.0, out["target"][..., 2])
+    zero = torch.rand(n, generator=gen) < 0.3
+    out["target_area"] = torch.where(zero, 0.0, out["target_area"]).to(torch.float64)
     return out
 
 
@@ -314,8 +291,8 @@ def _validate_oks(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> No
 
 
 def _oks_work(sizes: Mapping[str, int], params: Mapping[str, Any]) -> int:
-    """Bytes at the peak: a few float64 [N, G, K] temporaries."""
-    return 64 * sizes.get("N", 0) * sizes.get("G", 0) * max(sizes.get("K", 1), 1)
+    """Bytes at the peak: a few float64 [N, K] temporaries."""
+    return 96 * sizes.get("N", 0) * max(sizes.get("K", 1), 1)
 
 
 GRAPH_INPUTS = _GRAPH_INPUTS["bbox"]
@@ -364,15 +341,13 @@ register(
         module=CocoKeypointOks,
         functional=coco_oks,
         inputs=(
-            TensorSpec("preds", ("N", "K", 3), "float64", "detected keypoints (x, y, v)"),
-            TensorSpec("pred_group", ("N",), "int64", "(image, category) group id per detection"),
-            TensorSpec("target", ("G", "K", 3), "float64", "ground-truth keypoints (x, y, v)"),
-            TensorSpec("target_box", ("G", 4), "float64", "ground-truth boxes (x, y, w, h)"),
-            TensorSpec("target_area", ("G",), "float64", "ground-truth `area` fields"),
-            TensorSpec("target_group", ("G",), "int64", "group id per ground truth"),
+            TensorSpec("preds", ("N", "K", 3), "float64", "detected keypoints (x, y, v) per pair"),
+            TensorSpec("target", ("N", "K", 3), "float64", "its ground truth's keypoints"),
+            TensorSpec("target_box", ("N", 4), "float64", "its ground truth's box (x, y, w, h)"),
+            TensorSpec("target_area", ("N",), "float64", "its ground truth's `area`"),
             TensorSpec("sigmas", ("K",), "float64", "per-keypoint OKS sigmas"),
         ),
-        outputs=(TensorSpec("oks", ("N", "G"), "float64", "OKS within a group, -1 across"),),
+        outputs=(TensorSpec("oks", ("N",), "float64", "OKS of each pair"),),
         params=(),
         higher_is_better=True,
         paper="Lin et al. 2014, Microsoft COCO, arXiv:1405.0312 (keypoint OKS)",
@@ -382,7 +357,7 @@ register(
         summary="COCO keypoint mAP: OKS graph + greedy matching + accumulate (10 stats)",
         differentiable=False,
         validate=_validate_oks,
-        example_sizes={"N": 5, "G": 3, "K": 4},
+        example_sizes={"N": 5, "K": 4},
         work=_oks_work,
         aggregator=functools.partial(CocoAggregator, iou_type="keypoints"),
     )

@@ -117,7 +117,9 @@ class CocoAggregator:
     ``iou_type`` is pycocotools' ``iouType``: ``bbox`` and ``segm`` give twelve statistics
     (maxDets 1/10/100, areas all/small/medium/large), ``keypoints`` ten (maxDets 20, areas
     all/medium/large). ``update(outputs, inputs)`` takes the graph's pairwise similarity
-    (``iou`` of ``coco_map``, ``oks`` of ``coco_oks``, or the host's mask IoU) and a batch as
+    (``iou [N, G]`` of ``coco_map`` or the host's mask IoU; ``oks [P]`` of ``coco_oks`` for
+    the pairs ``pair_pred``, ``pair_target`` (int64[P], indices into the batch's
+    detections and ground truths), -1 elsewhere) and a batch as
     built by ``coco_files.coco_batches``: the graph inputs plus ``pred_score`` (float64[N]),
     ``pred_area`` (float64[N]; for boxes ``w * h`` of ``preds`` when absent),
     ``target_area`` (float64[G]), ``group_image`` and ``group_category`` (int64, indexed by
@@ -148,6 +150,21 @@ class CocoAggregator:
         iou = np.asarray(outputs[sim_key], dtype=np.float64)
         det_group = _array(inputs, "pred_group", np.int64)
         gt_group = _array(inputs, "target_group", np.int64)
+        if "pair_pred" in inputs:  # a pairwise graph (coco_oks): one value per pair
+            rows, cols = (
+                _array(inputs, "pair_pred", np.int64),
+                _array(inputs, "pair_target", np.int64),
+            )
+            if iou.shape != rows.shape or rows.shape != cols.shape:
+                raise ValueError(
+                    f"Expected `{sim_key}` of shape [{len(rows)}] (one per pair), "
+                    f"got {list(iou.shape)}"
+                )
+            if len(rows) and (rows.max() >= len(det_group) or cols.max() >= len(gt_group)):
+                raise ValueError("`pair_pred` / `pair_target` index past the batch")
+            dense = -np.ones((len(det_group), len(gt_group)))
+            dense[rows, cols] = iou
+            iou = dense
         crowd = _array(inputs, "target_crowd", np.int64) != 0
         gt_area = _array(inputs, "target_area", np.float64)
         group_image = _array(inputs, "group_image", np.int64)

@@ -27,12 +27,8 @@ from .coco_eval import (  # noqa: F401 - re-exported for the drivers
     CocoAggregator,
     coco_params,
 )
-
-# COCO's 17 person keypoints (pycocotools ``Params.kpt_oks_sigmas``).
-COCO_SIGMAS = (
-    np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07,
-              0.87, 0.87, 0.89, 0.89]) / 10.0
-)  # fmt: skip
+from .coco_json import boxes, column, field_of
+from .coco_keypoints import COCO_SIGMAS  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -61,76 +57,6 @@ class CocoData:
     category_names: dict[int, str] = field(default_factory=dict)
 
 
-def _field(item: Any, key: str, where: str) -> Any:
-    if not isinstance(item, Mapping):
-        raise ValueError(f"{where}: expected an object, got {type(item).__name__}")
-    if key not in item:
-        raise ValueError(f"{where}: missing key {key!r}")
-    return item[key]
-
-
-def _column(items: Sequence[Any], key: str, where: str, kind: type) -> np.ndarray:
-    """One scalar field of every item: a fast path, and a slow one naming a bad item."""
-    dtype = np.int64 if kind is int else np.float64
-    try:
-        return np.array([it[key] for it in items], dtype=dtype).reshape(len(items))
-    except (KeyError, TypeError, ValueError, IndexError):
-        pass
-    out = []
-    for i, it in enumerate(items):
-        value = _field(it, key, f"{where}[{i}]")
-        try:
-            out.append(kind(value))
-        except (TypeError, ValueError):
-            raise ValueError(f"{where}[{i}]: bad {key} {value!r}") from None
-    return np.array(out, dtype=dtype)
-
-
-def _boxes(items: Sequence[Any], where: str, key: str = "bbox") -> np.ndarray:
-    try:
-        arr = np.array([it[key] for it in items], dtype=np.float64).reshape(len(items), -1)
-        if arr.shape[1:] == (4,) and np.isfinite(arr).all() and (arr[:, 2:] >= 0).all():
-            return arr
-    except (KeyError, TypeError, ValueError, IndexError):
-        pass
-    out = np.zeros((len(items), 4))
-    for i, item in enumerate(items):
-        box = _field(item, key, f"{where}[{i}]")
-        try:
-            row = np.asarray(box, dtype=np.float64)
-        except (TypeError, ValueError):
-            row = np.zeros(0)
-        if row.shape != (4,) or not np.isfinite(row).all() or (row[2:] < 0).any():
-            raise ValueError(f"{where}[{i}]: bad box {box!r}, expected [x, y, w, h] with w, h >= 0")
-        out[i] = row
-    return out
-
-
-def _keypoints(items: Sequence[Any], where: str, k: int | None) -> np.ndarray:
-    try:
-        arr = np.array([it["keypoints"] for it in items], dtype=np.float64)
-        shape_ok = arr.ndim == 2 and arr.shape[1] % 3 == 0
-        if shape_ok and (k is None or arr.shape[1] == 3 * k) and np.isfinite(arr).all():
-            return arr.reshape(len(items), -1, 3)
-    except (KeyError, TypeError, ValueError):
-        pass
-    width = None if k is None else 3 * k
-    for i, item in enumerate(items):
-        value = _field(item, "keypoints", f"{where}[{i}]")
-        try:
-            row = np.asarray(value, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError):
-            row = np.zeros(1)
-        width = width or len(row)
-        if len(row) != width or width % 3 or not np.isfinite(row).all():
-            raise ValueError(
-                f"{where}[{i}]: bad keypoints, expected {width or '3K'} numbers "
-                "[x1, y1, v1, x2, ...], got "
-                f"{len(row)}"
-            )
-    return np.zeros((0, (k or 0), 3))
-
-
 def parse_coco(
     gt: Any,
     dt: Any,
@@ -147,29 +73,29 @@ def parse_coco(
     coco_params(iou_type)
     if not isinstance(gt, Mapping):
         raise ValueError(f"{gt_name}: expected a COCO instances object, got {type(gt).__name__}")
-    images = _field(gt, "images", gt_name)
-    anns = _field(gt, "annotations", gt_name)
-    cats = _field(gt, "categories", gt_name)
-    image_ids = np.unique(_column(images, "id", f"{gt_name}: images", int))
-    categories = np.unique(_column(cats, "id", f"{gt_name}: categories", int))
+    images = field_of(gt, "images", gt_name)
+    anns = field_of(gt, "annotations", gt_name)
+    cats = field_of(gt, "categories", gt_name)
+    image_ids = np.unique(column(images, "id", f"{gt_name}: images", int))
+    categories = np.unique(column(cats, "id", f"{gt_name}: categories", int))
     names = {int(c["id"]): str(c.get("name", c["id"])) for c in cats}
     if isinstance(dt, Mapping) and "annotations" in dt:
         dt = dt["annotations"]
     if not isinstance(dt, list):
         raise ValueError(f"{dt_name}: expected a list of detections, got {type(dt).__name__}")
     gt_where, dt_where = f"{gt_name}: annotations", dt_name
-    gt_image = _column(anns, "image_id", gt_where, int)
-    dt_image = _column(dt, "image_id", dt_where, int)
+    gt_image = column(anns, "image_id", gt_where, int)
+    dt_image = column(dt, "image_id", dt_where, int)
     for image, where in ((gt_image, gt_where), (dt_image, dt_where)):
         known = np.isin(image, image_ids)
         if not known.all():
             i = int(np.nonzero(~known)[0][0])
             raise ValueError(f"{where}[{i}]: unknown image id {int(image[i])}")
-    gt_category = _column(anns, "category_id", gt_where, int)
-    dt_category = _column(dt, "category_id", dt_where, int)
-    gt_area = _column(anns, "area", gt_where, float)
+    gt_category = column(anns, "category_id", gt_where, int)
+    dt_category = column(dt, "category_id", dt_where, int)
+    gt_area = column(anns, "area", gt_where, float)
     gt_crowd = np.array([int(a.get("iscrowd", 0) or 0) for a in anns], dtype=np.int64)
-    dt_score = _column(dt, "score", dt_where, float)
+    dt_score = column(dt, "score", dt_where, float)
     # pycocotools evaluates only the categories listed in the ground truth.
     gt_keep = np.isin(gt_category, categories)
     dt_keep = np.isin(dt_category, categories)
@@ -183,7 +109,7 @@ def parse_coco(
     gt_kept = [a for a, k in zip(anns, gt_keep.tolist(), strict=True) if k]
     dt_kept = [d for d, k in zip(dt, dt_keep.tolist(), strict=True) if k]
     if iou_type == "bbox":
-        out.gt_box, out.dt_box = _boxes(anns, gt_where)[gt_keep], _boxes(dt, dt_where)[dt_keep]
+        out.gt_box, out.dt_box = boxes(anns, gt_where)[gt_keep], boxes(dt, dt_where)[dt_keep]
     elif iou_type == "segm":
         from . import coco_masks
 
@@ -192,40 +118,10 @@ def parse_coco(
         out.dt_rle = coco_masks.to_rles(dt_kept, out.dt_image, sizes, dt_where)
         out.dt_area = coco_masks.areas(out.dt_rle)
     else:
-        _parse_keypoints(out, gt_kept, dt_kept, gt_where, dt_where, cats, sigmas)
+        from .coco_keypoints import parse_keypoints
+
+        parse_keypoints(out, gt_kept, dt_kept, gt_where, dt_where, cats, sigmas)
     return out
-
-
-def _parse_keypoints(
-    out: CocoData,
-    anns: Sequence[Any],
-    dets: Sequence[Any],
-    gt_where: str,
-    dt_where: str,
-    cats: Sequence[Any],
-    sigmas: Sequence[float] | None,
-) -> None:
-    if sigmas is None:
-        found = {tuple(c["sigmas"]) for c in cats if isinstance(c, Mapping) and "sigmas" in c}
-        if len(found) > 1:
-            raise ValueError(f"{gt_where}: categories carry different `sigmas`; pass one set")
-        sigmas = list(found.pop()) if found else COCO_SIGMAS.tolist()
-    sig = np.asarray(sigmas, dtype=np.float64).reshape(-1)
-    if not len(sig) or not np.isfinite(sig).all() or (sig <= 0).any():
-        raise ValueError(f"Expected positive keypoint `sigmas`, got {list(sigmas)}")
-    k = len(sig)
-    out.sigmas = sig
-    out.gt_keypoints = _keypoints(anns, gt_where, k)
-    out.dt_keypoints = _keypoints(dets, dt_where, k)
-    out.gt_box = _boxes(anns, gt_where)
-    num = _column(anns, "num_keypoints", gt_where, int)
-    out.gt_ignore = (num == 0).astype(np.int64)
-    x, y = out.dt_keypoints[..., 0], out.dt_keypoints[..., 1]
-    if len(x):  # loadRes: the keypoints' extent, over every keypoint
-        out.dt_area = (x.max(1) - x.min(1)) * (y.max(1) - y.min(1))
-        out.dt_box = np.stack([x.min(1), y.min(1), x.max(1) - x.min(1), y.max(1) - y.min(1)], 1)
-    else:
-        out.dt_area = np.zeros(0)
 
 
 def _top_per_group(image: np.ndarray, category: np.ndarray, score: np.ndarray, top: int):
@@ -317,23 +213,45 @@ def _batch(
     elif data.iou_type == "keypoints":
         assert data.dt_keypoints is not None and data.gt_keypoints is not None
         assert data.sigmas is not None and data.gt_ignore is not None
-        out["preds"], out["target"] = data.dt_keypoints[d_idx], data.gt_keypoints[g_idx]
-        out["target_box"] = data.gt_box[g_idx]
+        rows, cols = _pairs(out["pred_group"], out["target_group"])
+        out["preds"] = data.dt_keypoints[d_idx[rows]]
+        out["target"] = data.gt_keypoints[g_idx[cols]]
+        out["target_box"] = data.gt_box[g_idx[cols]]
+        out["pair_area"] = data.gt_area[g_idx[cols]]
         out["sigmas"] = data.sigmas
+        out["pair_pred"], out["pair_target"] = rows, cols
         out["target_ignore"] = data.gt_ignore[g_idx]
     else:
         out["pred_index"], out["target_index"] = d_idx.astype(np.int64), g_idx.astype(np.int64)
     return out
 
 
+def _pairs(pred_group: np.ndarray, target_group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (detection, ground truth) index pair of the same group, by detection."""
+    order = np.argsort(target_group, kind="stable")
+    lo = np.searchsorted(target_group[order], pred_group, side="left")
+    hi = np.searchsorted(target_group[order], pred_group, side="right")
+    count = hi - lo
+    rows = np.repeat(np.arange(len(pred_group)), count)
+    starts = np.repeat(lo - np.concatenate([[0], np.cumsum(count)[:-1]]), count)
+    cols = order[np.arange(len(rows)) + starts] if len(rows) else order[:0]
+    return rows.astype(np.int64), cols.astype(np.int64)
+
+
 GRAPH_INPUTS = {
     "bbox": ("preds", "pred_group", "target", "target_group", "target_crowd"),
-    "keypoints": (
-        "preds", "pred_group", "target", "target_box", "target_area", "target_group", "sigmas",
-    ),
+    "keypoints": ("preds", "target", "target_box", "pair_area", "sigmas"),
     "segm": (),
 }  # fmt: skip
 GRAPH_METRIC = {"bbox": "coco_map", "keypoints": "coco_oks", "segm": None}
+
+
+def graph_inputs(batch: Mapping[str, np.ndarray], iou_type: str) -> dict[str, np.ndarray]:
+    """The graph's inputs of a batch (keypoints: the pairs' areas as ``target_area``)."""
+    out = {k: batch[k] for k in GRAPH_INPUTS[iou_type]}
+    if "pair_area" in out:
+        out["target_area"] = out.pop("pair_area")
+    return out
 
 
 def evaluate(
@@ -346,7 +264,8 @@ def evaluate(
     from tqdm import tqdm
 
     iou_type = data.iou_type
-    if iou_type == "segm":
+    segm = iou_type == "segm"
+    if segm:
         from .coco_masks import mask_iou
 
         def run_masks(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -357,11 +276,7 @@ def evaluate(
     agg = CocoAggregator(iou_type)
     bar = tqdm(total=len(data.image_ids), desc="coco", unit="img", disable=not progress)
     for batch in coco_batches(data, max_pairs):
-        if iou_type == "segm":
-            out = run_masks(batch)
-        else:
-            out = run({k: batch[k] for k in GRAPH_INPUTS[iou_type]})
-        agg.update(out, batch)
+        agg.update(run_masks(batch) if segm else run(graph_inputs(batch, iou_type)), batch)
         bar.update(len(np.unique(batch["group_image"])))
     bar.close()
     return agg

@@ -31,29 +31,25 @@ def coco_map(x: dict[str, np.ndarray], p: dict[str, Any]) -> np.ndarray:
 
 @reference("coco_oks")
 def coco_oks(x: dict[str, np.ndarray], p: dict[str, Any]) -> np.ndarray:
-    """pycocotools' ``COCOeval.computeOks`` loop, pair by pair."""
-    dts, gts = x["preds"], x["target"]
+    """pycocotools' ``COCOeval.computeOks`` inner loop, pair by pair."""
     var = (x["sigmas"] * 2) ** 2
-    out = -np.ones((len(dts), len(gts)))
-    for j, g in enumerate(gts):
+    out = np.zeros(len(x["preds"]))
+    for i, (d, g) in enumerate(zip(x["preds"], x["target"], strict=True)):
         xg, yg, vg = g[:, 0], g[:, 1], g[:, 2]
         k1 = np.count_nonzero(vg > 0)
-        bx, by, bw, bh = x["target_box"][j]
+        bx, by, bw, bh = x["target_box"][i]
         x0, x1, y0, y1 = bx - bw, bx + bw * 2, by - bh, by + bh * 2
-        for i, d in enumerate(dts):
-            if x["pred_group"][i] != x["target_group"][j]:
-                continue
-            xd, yd = d[:, 0], d[:, 1]
-            if k1 > 0:
-                dx, dy = xd - xg, yd - yg
-            else:
-                z = np.zeros(len(var))
-                dx = np.max((z, x0 - xd), axis=0) + np.max((z, xd - x1), axis=0)
-                dy = np.max((z, y0 - yd), axis=0) + np.max((z, yd - y1), axis=0)
-            e = (dx**2 + dy**2) / var / (x["target_area"][j] + np.spacing(1)) / 2
-            if k1 > 0:
-                e = e[vg > 0]
-            out[i, j] = np.sum(np.exp(-e)) / e.shape[0]
+        xd, yd = d[:, 0], d[:, 1]
+        if k1 > 0:
+            dx, dy = xd - xg, yd - yg
+        else:
+            z = np.zeros(len(var))
+            dx = np.max((z, x0 - xd), axis=0) + np.max((z, xd - x1), axis=0)
+            dy = np.max((z, y0 - yd), axis=0) + np.max((z, yd - y1), axis=0)
+        e = (dx**2 + dy**2) / var / (x["target_area"][i] + np.spacing(1)) / 2
+        if k1 > 0:
+            e = e[vg > 0]
+        out[i] = np.sum(np.exp(-e)) / e.shape[0]
     return out
 
 
