@@ -92,24 +92,29 @@ def accumulate(
                 continue
             tps = dets.tp[sel][:, areas, :]  # [D, A', T]
             fps = ~tps & ~dets.ignore[sel][:, areas, :]
-            tp_sum = np.cumsum(tps, axis=0).astype(float)
+            tp_int = np.cumsum(tps, axis=0)
+            tp_sum = tp_int.astype(float)
             fp_sum = np.cumsum(fps, axis=0).astype(float)
-            rc = tp_sum / npig[areas][None, :, None]
+            n_a = npig[areas]
+            rc = tp_sum / n_a[None, :, None]
             pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
             recall[:, k, areas, m] = rc[-1].T
             pr = np.maximum.accumulate(pr[::-1], axis=0)[::-1]
-            # searchsorted(rc[:, a, t], RECALL_THRESHOLDS, "left") for every column at once:
-            # rank the floats exactly, then search one key per (column, value).
+            # searchsorted(rc[:, a, t], RECALL_THRESHOLDS, "left") for every column at once,
+            # exactly: rc = tp / n rises with the integer tp, so "rc < r" is "tp < k(r)" with
+            # k(r) the least integer whose k / n (in float64, as rc) reaches r.
+            thr = RECALL_THRESHOLDS[None, :]
+            least = np.maximum(np.ceil(thr * n_a[:, None]).astype(np.int64) - 2, 0)
+            for _ in range(4):
+                least = np.where(least / n_a[:, None] < thr, least + 1, least)  # [A', R]
             cols = rc.shape[1] * rc.shape[2]
-            rc_cols = rc.reshape(nd, cols).T  # [C, D], non-decreasing along D
-            values, codes = np.unique(
-                np.concatenate([rc_cols.ravel(), RECALL_THRESHOLDS]), return_inverse=True
-            )
-            width = len(values) + 1
+            width = nd + 2
             offset = np.arange(cols)[:, None] * width
-            keys = (codes[: cols * nd].reshape(cols, nd) + offset).ravel()
-            queries = codes[cols * nd :][None, :] + offset
-            inds = np.searchsorted(keys, queries, side="left") - np.arange(cols)[:, None] * nd
+            keys = (tp_int.reshape(nd, cols).T + offset).ravel()
+            limit = np.minimum(np.repeat(least, t_n, axis=0), nd + 1)  # [C, R], C = (A', T)
+            inds = (
+                np.searchsorted(keys, limit + offset, side="left") - np.arange(cols)[:, None] * nd
+            )
             inside = inds < nd
             pr_cols = pr.reshape(nd, cols).T
             q = np.where(inside, pr_cols[np.arange(cols)[:, None], np.minimum(inds, nd - 1)], 0.0)
