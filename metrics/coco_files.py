@@ -272,7 +272,7 @@ def evaluate(
             return {"iou": mask_iou(data, batch)}
 
     elif run is None:
-        run = _eager(GRAPH_METRIC[iou_type])
+        run = _eager(str(GRAPH_METRIC[iou_type]))
     agg = CocoAggregator(iou_type)
     bar = tqdm(total=len(data.image_ids), desc="coco", unit="img", disable=not progress)
     for batch in coco_batches(data, max_pairs):
