@@ -212,7 +212,8 @@ def main() -> None:
         f"summarize). cvscore runs its graphs in {args.runtime} (segm IoU on the host).",
         "",
         "| iou type | evaluator | seconds | vs faster-coco-eval | AP | AP50 | max abs diff vs "
-        "pycocotools |",
+        + ("faster-coco-eval" if args.skip_pycocotools else "pycocotools")
+        + " |",
         "|---|---|---|---|---|---|---|",
     ]
     agree = True
@@ -257,6 +258,8 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     verdict = "All statistics agree to 1e-12.\n" if agree else "Disagreement above 1e-12.\n"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    verdict += f"Load average at the end of the run: {load:.1f} on {os.cpu_count()} cores.\n"
     print(verdict)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"coco-{args.images}-{dt.date.today().isoformat()}.md"
