@@ -9,7 +9,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PKG_DIRS := metrics exporters server client evaluate gate cli
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest bench clean
+.PHONY: install demo test lint typecheck pytest bench bench-coco clean
 
 install: $(STAMP)
 
@@ -40,6 +40,12 @@ test: lint typecheck pytest
 
 bench: install
 	$(BIN)/python bench/compute.py
+
+# COCO bbox / segm / keypoints against faster-coco-eval (the `bench` extra) and pycocotools.
+bench-coco: install
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[bench]'
+	$(BIN)/python bench/coco.py --images 1500
+	$(BIN)/python bench/coco.py --images 5000
 
 clean:
 	rm -rf $(VENV) .typecheck build *.egg-info cvscore/v1 cvscore/protos.pb

@@ -1,6 +1,7 @@
 """``cvscore evaluate``: dataset metrics over files people already have.
 
     cvscore evaluate coco --gt instances.json --dt detections.json [--json OUT]
+                          [--iou-type bbox|segm|keypoints] [--sigmas S ...] [--per-category]
     cvscore evaluate segmentation --pred DIR --gt DIR --num-classes K [--ignore-index I]
     cvscore evaluate retrieval --embeddings E.npy --labels L.npy [--gallery G.npy
                                --gallery-labels GL.npy] [--k 1 5 10] [--metric cosine]
@@ -43,9 +44,25 @@ def add_parser(sub: Any) -> None:
         q.add_argument("--no-progress", action="store_true", help="hide the progress bar")
         add_client_security(q)
 
-    q = kinds.add_parser("coco", help="COCO box mAP: the 12 COCOeval statistics")
+    q = kinds.add_parser("coco", help="COCO mAP of boxes, masks or keypoints (COCOeval)")
     q.add_argument("--gt", required=True, help="COCO instances JSON (ground truth)")
     q.add_argument("--dt", required=True, help="COCO results JSON (list of detections)")
+    q.add_argument(
+        "--iou-type",
+        default="bbox",
+        choices=("bbox", "segm", "keypoints"),
+        help="pycocotools' iouType (default bbox)",
+    )
+    q.add_argument(
+        "--sigmas",
+        type=float,
+        nargs="+",
+        help="keypoints: OKS sigma per keypoint (default: the categories' `sigmas`, else "
+        "COCO's 17)",
+    )
+    q.add_argument(
+        "--per-category", action="store_true", help="also print every statistic per category"
+    )
     common(q)
     q.set_defaults(func=run_coco)
 
@@ -104,12 +121,12 @@ def _fmt(value: float) -> str:
 
 
 # -- coco ---------------------------------------------------------------------------------
-def format_coco_stats(stats: dict[str, float]) -> list[str]:
-    """The twelve lines ``COCOeval.summarize`` prints, in its layout."""
-    from ..metrics.coco_eval import _SUMMARY, IOU_THRESHOLDS, STAT_NAMES
+def format_coco_stats(stats: dict[str, float], iou_type: str = "bbox") -> list[str]:
+    """The lines ``COCOeval.summarize`` prints, in its layout."""
+    from ..metrics.coco_eval import IOU_THRESHOLDS, coco_params
 
     lines = []
-    for name, (is_ap, iou, area, max_det) in zip(STAT_NAMES, _SUMMARY, strict=True):
+    for name, is_ap, iou, area, max_det in coco_params(iou_type).summary:
         title = "Average Precision" if is_ap else "Average Recall"
         kind = "(AP)" if is_ap else "(AR)"
         iou_str = (
@@ -122,19 +139,38 @@ def format_coco_stats(stats: dict[str, float]) -> list[str]:
     return lines
 
 
+def format_per_category(rows: list[dict[str, Any]], iou_type: str = "bbox") -> list[str]:
+    """A per-category table (detectron2 / mmdet style): AP columns in percent, ``nan``
+    where a category has no ground truth."""
+    from ..metrics.coco_eval import coco_params
+
+    names = [n for n, is_ap, *_ in coco_params(iou_type).summary if is_ap]
+    width = max([len("category"), *(len(str(r["name"])) for r in rows)])
+    head = f"| {'category':<{width}} | " + " | ".join(f"{n:>9}" for n in names) + " |"
+    rule = f"|{'-' * (width + 2)}|" + "|".join("-" * 11 for _ in names) + "|"
+    out = [head, rule]
+    for row in rows:
+        cells = [f"{100 * row[n]:9.3f}" if row[n] >= 0 else f"{'nan':>9}" for n in names]
+        out.append(f"| {row['name']!s:<{width}} | " + " | ".join(cells) + " |")
+    return out
+
+
 def run_coco(args: argparse.Namespace) -> int:
     from ..evaluate import drivers
 
     with_backend = backend(args)
     try:
-        result = drivers.coco(args.gt, args.dt, with_backend)
+        result = drivers.coco(args.gt, args.dt, with_backend, args.iou_type, args.sigmas)
     finally:
         with_backend.close()
-    print("\n".join(format_coco_stats(result.figures)))
+    print("\n".join(format_coco_stats(result.figures, args.iou_type)))
+    if args.per_category:
+        print()
+        print("\n".join(format_per_category(result.extra["per_category"], args.iou_type)))
     return _finish(
         args,
         {
-            "metric": "coco_map",
+            "metric": result.metric,
             "model": result.artifact.get("model"),
             "stats": result.figures,
             **result.extra,

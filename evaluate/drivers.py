@@ -2,8 +2,9 @@
 
 One driver per kind of dataset, used by ``cvscore evaluate`` and by the gate alike:
 
-- :func:`coco`: a COCO instances JSON and a results JSON -> the 12 COCOeval statistics,
-  per-category AP and precision-recall curves;
+- :func:`coco`: a COCO instances JSON and a results JSON -> COCOeval's statistics for
+  bbox, segm or keypoints (12, 12, 10), every statistic per category, precision-recall
+  curves;
 - :func:`segmentation`: folders of PNG label maps -> per-class IoU, mIoU, accuracies, and
   each image's mean IoU;
 - :func:`retrieval`: ``.npy`` embeddings and labels -> hit rate@k and recall@k, and each
@@ -45,27 +46,46 @@ class Result:
 
 
 # -- COCO -----------------------------------------------------------------------------------
-def coco(gt_path: str | Path, dt_path: str | Path, backend: Backend) -> Result:
-    from ..metrics import coco as coco_metric
+def coco(
+    gt_path: str | Path,
+    dt_path: str | Path,
+    backend: Backend,
+    iou_type: str = "bbox",
+    sigmas: Sequence[float] | None = None,
+) -> Result:
+    """COCOeval for ``iou_type`` bbox, segm or keypoints. segm's mask IoU is computed in
+    this process whatever the backend (``metrics/coco_masks.py`` says why)."""
+    from ..metrics import coco_files
 
     gt, dt = readers.read_json(gt_path), readers.read_json(dt_path)
     try:
-        data = coco_metric.parse_coco(gt, dt, str(gt_path), str(dt_path))
+        data = coco_files.parse_coco(gt, dt, str(gt_path), str(dt_path), iou_type, sigmas)
     except ValueError as exc:  # the parser names the file and the item
         raise DataError(str(exc)) from None
-    run, info = backend.runner("coco_map", {})
-    agg = coco_metric.evaluate(data, run, progress=backend.progress)
-    out = Result("coco_map", figures=agg.compute(), artifact=info)
+    metric = coco_files.GRAPH_METRIC[iou_type]
+    if metric is None:
+        run, info = None, {"metric": "coco_map", "iou_type": iou_type, "runtime": "host"}
+    else:
+        run, info = backend.runner(metric, {})
+        info = {**info, "iou_type": iou_type}
+    agg = coco_files.evaluate(data, run, progress=backend.progress)
+    out = Result(agg.metric, figures=agg.compute(), artifact=info)
+    per_category = agg.per_category()
+    names = data.category_names
     out.extra = {
-        "per_category_ap": agg.per_category_ap(),
+        "iou_type": iou_type,
+        "per_category_ap": {c: v["AP"] for c, v in per_category.items()},
+        "per_category": [
+            {"id": c, "name": names.get(c, str(c)), **v} for c, v in per_category.items()
+        ],
         "images": len(data.image_ids),
         "detections": len(data.dt_score),
     }
     precision, _, _ = agg.accumulate()
-    curve = precision[:, :, :, 0, -1]  # [T, R, K] all areas, 100 detections
-    iou = list(coco_metric.IOU_THRESHOLDS.round(2))
+    curve = precision[:, :, :, 0, -1]  # [T, R, K] all areas, most detections
+    iou = list(coco_files.IOU_THRESHOLDS.round(2))
     out.curves = {
-        "recall": [float(r) for r in coco_metric.RECALL_THRESHOLDS],
+        "recall": [float(r) for r in coco_files.RECALL_THRESHOLDS],
         "IoU=0.50:0.95": _mean_over_categories(curve.mean(axis=0)),
         "IoU=0.50": _mean_over_categories(curve[iou.index(0.5)]),
         "IoU=0.75": _mean_over_categories(curve[iou.index(0.75)]),

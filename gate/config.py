@@ -67,6 +67,7 @@ from .schema import (
     DATASET_METRICS,
     DATASETS,
     GATE,
+    KEYPOINT_METRIC,
     REDUCE,
     TOP,
     ConfigError,
@@ -94,6 +95,7 @@ class DatasetConfig:
     kind: str
     files: dict[str, Path]
     metrics: list[MetricConfig]
+    iou_type: str = "bbox"  # coco only
 
 
 @dataclass
@@ -121,10 +123,10 @@ class GateConfig:
 
 def expected_figures(m: MetricConfig) -> list[str]:
     """The figure names a metric yields, known before it runs."""
-    if m.metric == "coco_map":
-        from ..metrics.coco_eval import STAT_NAMES
+    if m.metric in ("coco_map", KEYPOINT_METRIC):
+        from ..metrics.coco_eval import PARAMS
 
-        return list(STAT_NAMES)
+        return list(PARAMS["keypoints" if m.metric == KEYPOINT_METRIC else "bbox"].stat_names)
     if m.metric == "mean_iou":
         k = int(m.params["num_classes"])
         return [*(f"iou_{c}" for c in range(k)), "mean_iou", "pixel_accuracy", "mean_accuracy"]
@@ -141,7 +143,7 @@ def expected_figures(m: MetricConfig) -> list[str]:
 
 def figure_range(metric: str, figure: str) -> tuple[float, float] | None:
     """Where a figure can lie, when that is known (to refuse thresholds that never pass)."""
-    if metric == "coco_map":
+    if metric in ("coco_map", KEYPOINT_METRIC):
         return (-1.0, 1.0)  # -1: undefined (no ground truth), as pycocotools
     if metric in {"mean_iou", "recall_at_k"} and not figure.startswith("queries"):
         return (0.0, 1.0)
@@ -254,7 +256,7 @@ def _datasets(problems: Problems, raw: Any, base_dir: Path) -> list[DatasetConfi
         good = problems.table(where, ds, fields, what=f" for kind {kind}")
         files: dict[str, Path] = {}
         for key, field in DATASETS[kind].items():
-            if key not in good:
+            if key not in good or field.type != "path":
                 continue
             full = base_dir / good[key]
             what = field.doc
@@ -283,11 +285,14 @@ def _datasets(problems: Problems, raw: Any, base_dir: Path) -> list[DatasetConfi
                 problems.add(mwhere, str(exc.args[0]))
                 continue
             if kind in DATASET_METRICS:
-                if metric != DATASET_METRICS[kind]:
-                    problems.add(
-                        mwhere,
-                        f"a {kind} dataset takes metric {DATASET_METRICS[kind]}, not {metric}",
+                wanted = DATASET_METRICS[kind]
+                if kind == "coco" and good.get("iou_type") == "keypoints":
+                    wanted = KEYPOINT_METRIC
+                if metric != wanted:
+                    what = f"a {kind} dataset" + (
+                        f" with iou_type {good['iou_type']!r}" if "iou_type" in good else ""
                     )
+                    problems.add(mwhere, f"{what} takes metric {wanted}, not {metric}")
                     continue
             elif spec.aggregator is not None or spec.input_names() != ["preds", "target"]:
                 problems.add(
@@ -299,7 +304,8 @@ def _datasets(problems: Problems, raw: Any, base_dir: Path) -> list[DatasetConfi
             config = _metric(problems, mwhere, ds_name, kind, spec, dict(params))
             if config is not None:
                 metrics.append(config)
-        datasets.append(DatasetConfig(ds_name, kind, files, metrics))
+        iou_type = str(good.get("iou_type", "bbox"))
+        datasets.append(DatasetConfig(ds_name, kind, files, metrics, iou_type))
     return datasets
 
 

@@ -52,7 +52,7 @@ def evaluate_gate(config: GateConfig, backend: Backend) -> Evaluation:
         batches: list[dict[str, Any]] | None = None
         for m in ds.metrics:
             if ds.kind == "coco":
-                result = drivers.coco(ds.files["gt"], ds.files["dt"], backend)
+                result = drivers.coco(ds.files["gt"], ds.files["dt"], backend, ds.iou_type)
                 out.curves[m.key] = result.curves
             elif ds.kind == "segmentation":
                 result = drivers.segmentation(ds.files["pred"], ds.files["gt"], m.params, backend)

@@ -103,6 +103,7 @@ DATASETS: dict[str, dict[str, Field]] = {
     "coco": {
         "gt": Field("path", "file", required=True),
         "dt": Field("path", "file", required=True),
+        "iou_type": Field("str", "pycocotools' iouType", choices=("bbox", "segm", "keypoints")),
     },
     "segmentation": {
         "gt": Field("path", "dir", required=True),
@@ -125,6 +126,8 @@ DATASET_COMMON: dict[str, Field] = {
 }
 # The dataset metric each kind takes; `images` takes per-sample metrics of (preds, target).
 DATASET_METRICS = {"coco": "coco_map", "segmentation": "mean_iou", "embeddings": "recall_at_k"}
+# A coco dataset with iou_type = "keypoints" takes the OKS graph instead.
+KEYPOINT_METRIC = "coco_oks"
 # Per-sample metrics take `reduce` besides their own parameters.
 REDUCE = Field("list[str]", "how per-sample scores are reduced", choices=REDUCTIONS)
 CHECK: dict[str, Field] = {

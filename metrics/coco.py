@@ -1,13 +1,20 @@
-"""COCO detection mAP for boxes: the IoU graph, the greedy matching and the aggregator.
+"""COCO mAP: the box IoU and keypoint OKS graphs, the greedy matching and the aggregator.
 
 What is a graph and what is not
 -------------------------------
-* **Graph** (``coco_map``, exported like every metric): the pairwise IoU of each detection
+* **Graphs** (``coco_map`` for boxes, ``coco_oks`` for keypoints, exported like every
+  metric; ``segm`` mask IoU is host-side, :mod:`.coco_masks` says why). ``coco_map``: the
+  pairwise IoU of each detection
   with every ground-truth box of the batch, in pycocotools' definition (boxes
   ``(x, y, w, h)``, float64, ``I / (a_d + a_g - I)``, or ``I / a_d`` against a crowd region),
   and ``-1`` where the two belong to different (image, category) groups. Ragged data travels
   flattened: every detection and every ground truth carries the int64 id of its group.
   One detection's row depends only on it and on the ground truths, so batching is exact.
+  ``coco_oks``: pycocotools' ``computeOks`` for a list of (detection, ground truth) pairs
+  of the same group (a dense matrix would cost K keypoints per useless pair), ``Σ exp(-d²/(2 s² k²)) / n`` over the
+  ground truth's labelled keypoints (``v > 0``; ``s²`` its ``area``, ``k = 2 σ``), or, when
+  it has none, over all keypoints with ``d`` the distance outside its box grown by one box
+  size on each side; the sigmas are an input, so one artifact serves any skeleton.
 * **Host** (:class:`CocoAggregator.update`): COCO's greedy matching. It walks each group's
   detections in score order and lets each one take the best still-free ground truth, so the
   match of detection ``d`` depends on the matches of detections ``0 .. d-1``: a sequential,
@@ -20,7 +27,7 @@ What is a graph and what is not
   associative. ``compute`` orders each category's detections by (-score, image id, rank),
   which is the order pycocotools' ``mergesort`` over image-ordered lists produces, and
   reproduces ``COCOeval.accumulate`` and ``summarize`` (101 recall points, IoU 0.50:0.05:0.95,
-  maxDets 1/10/100, areas all/small/medium/large).
+  maxDets 1/10/100, areas all/small/medium/large; keypoints maxDets 20, all/medium/large).
 
 Conventions copied from pycocotools 2.0 (Lin et al. 2014, https://arxiv.org/abs/1405.0312):
 ground-truth area ranges use the annotation's ``area`` field, detection area is ``w * h``;
@@ -33,12 +40,11 @@ One difference: pycocotools treats a match to a ground truth whose ``id`` is 0 a
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -54,6 +60,14 @@ from .coco_eval import (  # noqa: F401 - the host half, re-exported
     match_groups,
     summarize,
 )
+from .coco_files import GRAPH_INPUTS as _GRAPH_INPUTS
+from .coco_files import (  # noqa: F401 - the file half, re-exported
+    CocoData,
+    coco_batches,
+    evaluate,
+    parse_coco,
+)
+from .coco_keypoints import COCO_SIGMAS  # noqa: F401 - re-exported
 from .registry import MetricSpec, TensorSpec, register
 
 FAMILY = "dataset"
@@ -178,185 +192,110 @@ def _validate(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
             raise ValueError(f"Expected `{name}` to hold (x, y, w, h) boxes with w, h >= 0")
 
 
-# -- host: COCO files to batches --------------------------------------------------------------
-@dataclass
-class CocoData:
-    """A ground-truth file and a detections file, parsed and checked."""
+# -- keypoints -------------------------------------------------------------------------------
+def coco_oks(
+    preds: Tensor, target: Tensor, target_box: Tensor, target_area: Tensor, sigmas: Tensor
+) -> Tensor:
+    """OKS of each (detection, ground truth) pair, as pycocotools' ``computeOks``.
 
-    image_ids: np.ndarray  # int64, sorted
-    categories: np.ndarray  # int64, sorted
-    gt_image: np.ndarray
-    gt_category: np.ndarray
-    gt_box: np.ndarray  # float64[G, 4] (x, y, w, h)
-    gt_area: np.ndarray
-    gt_crowd: np.ndarray  # int64
-    dt_image: np.ndarray
-    dt_category: np.ndarray
-    dt_box: np.ndarray
-    dt_score: np.ndarray
+    preds (Tensor[N, K, 3]) and target (Tensor[N, K, 3]) are ``(x, y, v)`` keypoints of the
+    N pairs; target_box (Tensor[N, 4]) the ground truth's ``(x, y, w, h)``; target_area
+    (Tensor[N]) its ``area``; sigmas (Tensor[K]) per keypoint (COCO's 17: ``COCO_SIGMAS``).
+    Returns ``Tensor[N]`` in [0, 1].
 
-
-def _field(item: Any, key: str, where: str) -> Any:
-    if not isinstance(item, Mapping):
-        raise ValueError(f"{where}: expected an object, got {type(item).__name__}")
-    if key not in item:
-        raise ValueError(f"{where}: missing key {key!r}")
-    return item[key]
-
-
-def _boxes(items: Sequence[Any], where: str) -> np.ndarray:
-    out = np.zeros((len(items), 4))
-    for i, item in enumerate(items):
-        box = _field(item, "bbox", f"{where}[{i}]")
-        try:
-            arr = np.asarray(box, dtype=np.float64)
-        except (TypeError, ValueError):
-            arr = np.zeros(0)
-        if arr.shape != (4,) or not np.isfinite(arr).all() or (arr[2:] < 0).any():
-            raise ValueError(f"{where}[{i}]: bad box {box!r}, expected [x, y, w, h] with w, h >= 0")
-        out[i] = arr
-    return out
-
-
-def parse_coco(gt: Any, dt: Any, gt_name: str = "gt", dt_name: str = "dt") -> CocoData:
-    """Check and flatten a COCO instances dict and a results list (pycocotools' formats)."""
-    if not isinstance(gt, Mapping):
-        raise ValueError(f"{gt_name}: expected a COCO instances object, got {type(gt).__name__}")
-    images = _field(gt, "images", gt_name)
-    anns = _field(gt, "annotations", gt_name)
-    cats = _field(gt, "categories", gt_name)
-    image_ids = np.array(
-        sorted({int(_field(im, "id", f"{gt_name}: images[{i}]")) for i, im in enumerate(images)}),
-        dtype=np.int64,
-    )
-    categories = np.array(
-        sorted({int(_field(c, "id", f"{gt_name}: categories[{i}]")) for i, c in enumerate(cats)}),
-        dtype=np.int64,
-    )
-    known_images = set(image_ids.tolist())
-    known_cats = set(categories.tolist())
-
-    def ints(items: Sequence[Any], key: str, where: str) -> np.ndarray:
-        return np.array(
-            [int(_field(it, key, f"{where}[{i}]")) for i, it in enumerate(items)], dtype=np.int64
-        )
-
-    if isinstance(dt, Mapping) and "annotations" in dt:
-        dt = dt["annotations"]
-    if not isinstance(dt, list):
-        raise ValueError(f"{dt_name}: expected a list of detections, got {type(dt).__name__}")
-    gt_where, dt_where = f"{gt_name}: annotations", dt_name
-    gt_image = ints(anns, "image_id", gt_where)
-    dt_image = ints(dt, "image_id", dt_where)
-    for image, where in ((gt_image, gt_where), (dt_image, dt_where)):
-        unknown = sorted(set(image.tolist()) - known_images)
-        if unknown:
-            i = int(np.nonzero(image == unknown[0])[0][0])
-            raise ValueError(f"{where}[{i}]: unknown image id {unknown[0]}")
-    gt_category = ints(anns, "category_id", gt_where)
-    dt_category = ints(dt, "category_id", dt_where)
-    gt_area = np.array(
-        [float(_field(a, "area", f"{gt_where}[{i}]")) for i, a in enumerate(anns)], dtype=np.float64
-    )
-    gt_crowd = np.array([int(a.get("iscrowd", 0) or 0) for a in anns], dtype=np.int64)
-    dt_score = np.array(
-        [float(_field(d, "score", f"{dt_where}[{i}]")) for i, d in enumerate(dt)], dtype=np.float64
-    )
-    gt_box, dt_box = _boxes(anns, gt_where), _boxes(dt, dt_where)
-    # pycocotools evaluates only the categories listed in the ground truth.
-    gt_keep = np.isin(gt_category, list(known_cats))
-    dt_keep = np.isin(dt_category, list(known_cats))
-    return CocoData(
-        image_ids, categories,
-        gt_image[gt_keep], gt_category[gt_keep], gt_box[gt_keep], gt_area[gt_keep], gt_crowd[gt_keep],
-        dt_image[dt_keep], dt_category[dt_keep], dt_box[dt_keep], dt_score[dt_keep],
-    )  # fmt: skip
-
-
-def coco_batches(data: CocoData, max_pairs: int = 1 << 17) -> Iterator[dict[str, np.ndarray]]:
-    """Batches of whole images for the ``coco_map`` graph and :meth:`CocoAggregator.update`.
-
-    Images are taken in id order until ``detections x ground truths`` reaches ``max_pairs``
-    (the size of the IoU matrix). Each group is one (image, category) pair of the batch.
+    Pairwise, not a dense matrix as ``coco_map``: a pair costs K keypoints, so the host
+    sends only the pairs of the same (image, category) group.
     """
-    dt_order = np.argsort(data.dt_image, kind="stable")
-    gt_order = np.argsort(data.gt_image, kind="stable")
-    dt_sorted, gt_sorted = data.dt_image[dt_order], data.gt_image[gt_order]
-    dt_bounds = np.searchsorted(dt_sorted, data.image_ids)
-    dt_ends = np.searchsorted(dt_sorted, data.image_ids, side="right")
-    gt_bounds = np.searchsorted(gt_sorted, data.image_ids)
-    gt_ends = np.searchsorted(gt_sorted, data.image_ids, side="right")
-    first = True
-    start = 0
-    num = len(data.image_ids)
-    while start < num or first:
-        stop = start
-        while stop < num:
-            n = dt_ends[stop] - dt_bounds[start]
-            g = gt_ends[stop] - gt_bounds[start]
-            if stop > start and n * g > max_pairs:
-                break
-            stop += 1
-        d_idx = dt_order[dt_bounds[start] : dt_ends[stop - 1]] if stop > start else dt_order[:0]
-        g_idx = gt_order[gt_bounds[start] : gt_ends[stop - 1]] if stop > start else gt_order[:0]
-        yield _batch(data, d_idx, g_idx, categories=data.categories if first else None)
-        first = False
-        start = stop
+    var = (sigmas * 2) ** 2
+    xd, yd = preds[..., 0], preds[..., 1]  # [N, K]
+    xg, yg, vg = target[..., 0], target[..., 1], target[..., 2]
+    visible = vg > 0
+    labelled = visible.any(-1, keepdim=True)  # [N, 1]
+    bx, by, bw, bh = (c[:, None] for c in target_box.unbind(-1))
+    zero = torch.zeros_like(xd)
+    dx_out = torch.maximum(zero, (bx - bw) - xd) + torch.maximum(zero, xd - (bx + bw * 2))
+    dy_out = torch.maximum(zero, (by - bh) - yd) + torch.maximum(zero, yd - (by + bh * 2))
+    dx = torch.where(labelled, xd - xg, dx_out)
+    dy = torch.where(labelled, yd - yg, dy_out)
+    # np.spacing(1), as pycocotools. A tensor, not a literal: the ONNX optimizer drops
+    # `x + 2.2e-16` as adding zero, and a zero area then gives 0 / 0.
+    eps = torch.full_like(target_area, 2.220446049250313e-16)
+    e = (dx**2 + dy**2) / var / (target_area + eps)[:, None] / 2
+    counted = visible | ~labelled
+    total = torch.where(counted, torch.exp(-e), torch.zeros_like(e)).sum(-1)
+    return total / counted.sum(-1).to(total.dtype)
 
 
-def _batch(
-    data: CocoData, d_idx: np.ndarray, g_idx: np.ndarray, categories: np.ndarray | None
-) -> dict[str, np.ndarray]:
-    keys = np.concatenate(
-        [
-            np.stack([data.dt_image[d_idx], data.dt_category[d_idx]], 1),
-            np.stack([data.gt_image[g_idx], data.gt_category[g_idx]], 1),
-        ]
-    ).reshape(-1, 2)
-    pairs, inverse = np.unique(keys, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    n = len(d_idx)
+class CocoKeypointOks(nn.Module):
+    """OKS of (detection, ground truth) pairs for COCO keypoint matching; see :func:`coco_oks`."""
+
+    def forward(
+        self, preds: Tensor, target: Tensor, target_box: Tensor, target_area: Tensor, sigmas: Tensor
+    ) -> Tensor:
+        return coco_oks(preds, target, target_box, target_area, sigmas)
+
+
+def _oks_inputs(gen: torch.Generator, n: int, k: int, scale: float) -> dict[str, Tensor]:
+    f64 = torch.float64
+    box = torch.cat([torch.rand(n, 2, generator=gen, dtype=f64) * scale * 4,
+                     (torch.rand(n, 2, generator=gen, dtype=f64) + 0.2) * scale], 1)  # fmt: skip
+    xy = box[:, None, :2] + torch.rand(n, k, 2, generator=gen, dtype=f64) * box[:, None, 2:]
+    vis = torch.randint(0, 3, (n, k, 1), generator=gen).to(f64)
+    vis[torch.rand(n, generator=gen) < 0.25] = 0  # no labelled keypoint: the box rule
+    noise = torch.randn(n, k, 2, generator=gen, dtype=f64) * scale * 0.1
     return {
-        "preds": data.dt_box[d_idx],
-        "pred_group": inverse[:n].astype(np.int64),
-        "target": data.gt_box[g_idx],
-        "target_group": inverse[n:].astype(np.int64),
-        "target_crowd": data.gt_crowd[g_idx],
-        "pred_score": data.dt_score[d_idx],
-        "target_area": data.gt_area[g_idx],
-        "group_image": pairs[:, 0].astype(np.int64),
-        "group_category": pairs[:, 1].astype(np.int64),
-        "categories": categories if categories is not None else np.zeros(0, dtype=np.int64),
+        "preds": torch.cat([xy + noise, torch.ones(n, k, 1, dtype=f64)], -1),
+        "target": torch.cat([xy, vis], -1),
+        "target_box": box,
+        "target_area": box[:, 2] * box[:, 3] * 0.7,
+        "sigmas": torch.rand(k, generator=gen, dtype=f64) * 0.1 + 0.02,
     }
 
 
-GRAPH_INPUTS = ("preds", "pred_group", "target", "target_group", "target_crowd")
+def _sample_oks(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    del dtype  # float64 by contract, as coco_map
+    return _oks_inputs(gen, sizes["N"], sizes["K"], 50.0)
 
 
-def evaluate(
-    data: CocoData, run: Any = None, progress: bool = False, max_pairs: int = 1 << 17
-) -> CocoAggregator:
-    """Evaluate a whole dataset; ``run`` maps graph inputs to outputs (default: eager)."""
-    from tqdm import tqdm
+def _sample_oks_extreme(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    """People from 1e-2 to 1e4 px, far-off detections (OKS ~ 0) and tiny areas."""
+    del dtype
+    n = sizes["N"]
+    out = _oks_inputs(gen, n, sizes["K"], 1e4)
+    far = torch.rand(n, 1, 1, generator=gen) < 0.3
+    out["preds"] = torch.where(far, out["preds"] * 3 + 1e4, out["preds"])
+    tiny = torch.rand(n, generator=gen) < 0.3
+    out["target_area"] = torch.where(tiny, out["target_area"] * 1e-8, out["target_area"])
+    return out
 
-    if run is None:
-        module = CocoBoxIoU().eval()
 
-        def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-            with torch.inference_mode():
-                out = module(
-                    **{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
-                )
-            return {"iou": out.numpy()}
+def _sample_oks_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: torch.dtype):
+    """Detections equal to their ground truth (OKS 1), no labelled keypoint, zero areas."""
+    del dtype
+    n = sizes["N"]
+    out = _oks_inputs(gen, n, sizes["K"], 20.0)
+    same = torch.rand(n, 1, 1, generator=gen) < 0.5
+    out["preds"] = torch.where(same, out["target"], out["preds"])
+    unlabelled = torch.rand(n, 1, generator=gen) < 0.5
+    out["target"][..., 2] = torch.where(unlabelled, 0.0, out["target"][..., 2])
+    zero = torch.rand(n, generator=gen) < 0.3
+    out["target_area"] = torch.where(zero, 0.0, out["target_area"]).to(torch.float64)
+    return out
 
-    agg = CocoAggregator()
-    bar = tqdm(total=len(data.image_ids), desc="coco", unit="img", disable=not progress)
-    for batch in coco_batches(data, max_pairs):
-        out = run({k: batch[k] for k in GRAPH_INPUTS})
-        agg.update(out, batch)
-        bar.update(len(np.unique(batch["group_image"])))
-    bar.close()
-    return agg
+
+def _validate_oks(params: Mapping[str, Any], inputs: Mapping[str, Tensor]) -> None:
+    if bool((inputs["sigmas"] <= 0).any()):
+        raise ValueError("Expected `sigmas` to be positive")
+    if bool((inputs["target_area"] < 0).any()):
+        raise ValueError("Expected `target_area` to be >= 0")
+
+
+def _oks_work(sizes: Mapping[str, int], params: Mapping[str, Any]) -> int:
+    """Bytes at the peak: a few float64 [N, K] temporaries."""
+    return 96 * sizes.get("N", 0) * max(sizes.get("K", 1), 1)
+
+
+GRAPH_INPUTS = _GRAPH_INPUTS["bbox"]
 
 
 def _coco_work(sizes: Mapping[str, int], params: Mapping[str, Any]) -> int:
@@ -391,5 +330,35 @@ register(
         example_sizes={"N": 5, "G": 3},
         work=_coco_work,
         aggregator=CocoAggregator,
+    )
+)
+
+
+register(
+    MetricSpec(
+        name="coco_oks",
+        family=FAMILY,
+        module=CocoKeypointOks,
+        functional=coco_oks,
+        inputs=(
+            TensorSpec("preds", ("N", "K", 3), "float64", "detected keypoints (x, y, v) per pair"),
+            TensorSpec("target", ("N", "K", 3), "float64", "its ground truth's keypoints"),
+            TensorSpec("target_box", ("N", 4), "float64", "its ground truth's box (x, y, w, h)"),
+            TensorSpec("target_area", ("N",), "float64", "its ground truth's `area`"),
+            TensorSpec("sigmas", ("K",), "float64", "per-keypoint OKS sigmas"),
+        ),
+        outputs=(TensorSpec("oks", ("N",), "float64", "OKS of each pair"),),
+        params=(),
+        higher_is_better=True,
+        paper="Lin et al. 2014, Microsoft COCO, arXiv:1405.0312 (keypoint OKS)",
+        oracle="pycocotools.cocoeval.COCOeval (keypoints); graph: COCOeval.computeOks",
+        sample=_sample_oks,
+        regimes={"extreme": _sample_oks_extreme, "degenerate": _sample_oks_degenerate},
+        summary="COCO keypoint mAP: OKS graph + greedy matching + accumulate (10 stats)",
+        differentiable=False,
+        validate=_validate_oks,
+        example_sizes={"N": 5, "K": 4},
+        work=_oks_work,
+        aggregator=functools.partial(CocoAggregator, iou_type="keypoints"),
     )
 )

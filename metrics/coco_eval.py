@@ -1,8 +1,9 @@
-"""COCO box mAP, host half: greedy matching, the mergeable state, accumulate and summarize.
+"""COCO mAP (boxes, masks, keypoints), host half: greedy matching and the mergeable state.
 
 numpy only (no torch), so a client can merge and compute COCO states without the metric
-definitions; the graph, the file parser and the batcher are in :mod:`.coco`, whose
-docstring describes the split and the conventions copied from pycocotools.
+definitions; the tables, accumulate and summarize are in :mod:`.coco_summary`, the box
+graph in :mod:`.coco`, whose docstring describes the split and the conventions copied from
+pycocotools, the file parser and the batcher in :mod:`.coco_files`.
 """
 
 from __future__ import annotations
@@ -13,24 +14,24 @@ from typing import Any
 
 import numpy as np
 
+from .coco_summary import (  # noqa: F401 - the tables, re-exported
+    IOU_THRESHOLDS,
+    IOU_TYPES,
+    PARAMS,
+    RECALL_THRESHOLDS,
+    CocoParams,
+    accumulate,
+    coco_params,
+    summarize,
+)
 from .state_format import check_same_config, dump_npz, load_npz
 
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
-RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
-MAX_DETS = (1, 10, 100)
-AREA_RANGES = ((0.0, 1e5**2), (0.0, 32.0**2), (32.0**2, 96.0**2), (96.0**2, 1e5**2))
-AREA_LABELS = ("all", "small", "medium", "large")
-STAT_NAMES = (
-    "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
-    "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large",
-)  # fmt: skip
-# (is AP, IoU threshold or None, area label, maxDets): COCOeval.summarize's twelve lines.
-_SUMMARY = (
-    (True, None, "all", 100), (True, 0.5, "all", 100), (True, 0.75, "all", 100),
-    (True, None, "small", 100), (True, None, "medium", 100), (True, None, "large", 100),
-    (False, None, "all", 1), (False, None, "all", 10), (False, None, "all", 100),
-    (False, None, "small", 100), (False, None, "medium", 100), (False, None, "large", 100),
-)  # fmt: skip
+# The box tables under their old names.
+MAX_DETS = PARAMS["bbox"].max_dets
+AREA_RANGES = PARAMS["bbox"].area_ranges
+AREA_LABELS = PARAMS["bbox"].area_labels
+STAT_NAMES = PARAMS["bbox"].stat_names
+_SUMMARY = tuple(line[1:] for line in PARAMS["bbox"].summary)
 
 
 # -- host: matching -------------------------------------------------------------------------
@@ -40,10 +41,10 @@ def _last_argmax(values: np.ndarray) -> np.ndarray:
     return size - 1 - np.argmax(values[..., ::-1], axis=-1)
 
 
-def _area_ignored(area: np.ndarray) -> np.ndarray:
+def _area_ignored(area: np.ndarray, ranges: Sequence[tuple[float, float]] = AREA_RANGES):
     """``[..., A]``: area outside each COCO range (bounds inclusive)."""
-    lo = np.array([r[0] for r in AREA_RANGES])
-    hi = np.array([r[1] for r in AREA_RANGES])
+    lo = np.array([r[0] for r in ranges])
+    hi = np.array([r[1] for r in ranges])
     return (area[..., None] < lo) | (area[..., None] > hi)
 
 
@@ -91,10 +92,9 @@ class _Dets:
     ignore: np.ndarray  # bool[D, A, T]
 
     @classmethod
-    def empty(cls) -> _Dets:
-        a, t = len(AREA_RANGES), len(IOU_THRESHOLDS)
+    def empty(cls, areas: int) -> _Dets:
         ints = np.zeros(0, dtype=np.int64)
-        flags = np.zeros((0, a, t), dtype=bool)
+        flags = np.zeros((0, areas, len(IOU_THRESHOLDS)), dtype=bool)
         return cls(ints, ints, ints, np.zeros(0), flags, flags)
 
     @classmethod
@@ -103,62 +103,118 @@ class _Dets:
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
 
 
-class CocoAggregator:
-    """Merge-able COCO evaluation state; ``compute`` gives COCOeval's twelve statistics.
+def _array(inputs: Mapping[str, np.ndarray], key: str, dtype: Any, default: Any = None):
+    if key not in inputs:
+        if default is None:
+            raise KeyError(key)
+        return default
+    return np.asarray(inputs[key], dtype=dtype)
 
-    ``update(outputs, inputs)`` takes the ``coco_map`` graph's output ``iou`` and a batch as
-    built by :func:`coco_batches`: the graph inputs plus ``pred_score`` (float64[N]),
+
+class CocoAggregator:
+    """Merge-able COCO evaluation state; ``compute`` gives COCOeval's statistics.
+
+    ``iou_type`` is pycocotools' ``iouType``: ``bbox`` and ``segm`` give twelve statistics
+    (maxDets 1/10/100, areas all/small/medium/large), ``keypoints`` ten (maxDets 20, areas
+    all/medium/large). ``update(outputs, inputs)`` takes the graph's pairwise similarity
+    (``iou [N, G]`` of ``coco_map`` or the host's mask IoU; ``oks [P]`` of ``coco_oks`` for
+    the pairs ``pair_pred``, ``pair_target`` (int64[P], indices into the batch's
+    detections and ground truths), -1 elsewhere) and a batch as
+    built by ``coco_files.coco_batches``: the graph inputs plus ``pred_score`` (float64[N]),
+    ``pred_area`` (float64[N]; for boxes ``w * h`` of ``preds`` when absent),
     ``target_area`` (float64[G]), ``group_image`` and ``group_category`` (int64, indexed by
-    group id) and ``categories`` (every category id of the ground-truth file). Every image
-    must go to exactly one update (of one aggregator, before merging).
+    group id), ``categories`` (every category id of the ground-truth file), and optionally
+    ``lone_group``, ``lone_score``, ``lone_area``: detections in groups with no ground truth,
+    which need no similarity. Every image must go to exactly one update (of one aggregator,
+    before merging).
     """
 
     metric = "coco_map"
     KIND = "coco_map/1"
 
-    def __init__(self, **params: Any) -> None:
-        self.config: dict[str, Any] = {"max_dets": list(MAX_DETS)}
+    def __init__(self, iou_type: str = "bbox", **params: Any) -> None:
+        self.params = coco_params(iou_type)
+        self.metric = "coco_oks" if iou_type == "keypoints" else "coco_map"
+        self.config: dict[str, Any] = {
+            "max_dets": list(self.params.max_dets),
+            "iou_type": iou_type,
+        }
         self._parts: list[_Dets] = []
         self._gt: dict[int, np.ndarray] = {}  # category id -> int64[A] non-ignored gt count
 
     # -- folding ----------------------------------------------------------------------------
     def update(self, outputs: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray]) -> None:
-        iou = np.asarray(outputs["iou"], dtype=np.float64)
-        score = np.asarray(inputs["pred_score"], dtype=np.float64)
-        det_group = np.asarray(inputs["pred_group"], dtype=np.int64)
-        gt_group = np.asarray(inputs["target_group"], dtype=np.int64)
-        crowd = np.asarray(inputs["target_crowd"]) != 0
-        gt_area = np.asarray(inputs["target_area"], dtype=np.float64)
-        boxes = np.asarray(inputs["preds"], dtype=np.float64)
-        group_image = np.asarray(inputs["group_image"], dtype=np.int64)
-        group_category = np.asarray(inputs["group_category"], dtype=np.int64)
-        for cat in np.asarray(inputs.get("categories", []), dtype=np.int64).tolist():
-            self._gt.setdefault(int(cat), np.zeros(len(AREA_RANGES), dtype=np.int64))
-        num_groups = len(group_image)
-        if iou.shape != (len(det_group), len(gt_group)):
-            raise ValueError(
-                f"Expected `iou` of shape [{len(det_group)}, {len(gt_group)}], got {list(iou.shape)}"
+        ranges = self.params.area_ranges
+        num_areas = len(ranges)
+        sim_key = next((k for k in ("iou", "oks") if k in outputs), "iou")
+        iou = np.asarray(outputs[sim_key], dtype=np.float64)
+        det_group = _array(inputs, "pred_group", np.int64)
+        gt_group = _array(inputs, "target_group", np.int64)
+        if "pair_pred" in inputs:  # a pairwise graph (coco_oks): one value per pair
+            rows, cols = (
+                _array(inputs, "pair_pred", np.int64),
+                _array(inputs, "pair_target", np.int64),
             )
+            if iou.shape != rows.shape or rows.shape != cols.shape:
+                raise ValueError(
+                    f"Expected `{sim_key}` of shape [{len(rows)}] (one per pair), "
+                    f"got {list(iou.shape)}"
+                )
+            if len(rows) and (rows.max() >= len(det_group) or cols.max() >= len(gt_group)):
+                raise ValueError("`pair_pred` / `pair_target` index past the batch")
+            dense = -np.ones((len(det_group), len(gt_group)))
+            dense[rows, cols] = iou
+            iou = dense
+        crowd = _array(inputs, "target_crowd", np.int64) != 0
+        gt_area = _array(inputs, "target_area", np.float64)
+        group_image = _array(inputs, "group_image", np.int64)
+        group_category = _array(inputs, "group_category", np.int64)
+        num_graph = len(det_group)
+        if "pred_area" in inputs:
+            det_area = _array(inputs, "pred_area", np.float64)
+        else:
+            boxes = _array(inputs, "preds", np.float64).reshape(-1, 4)
+            det_area = boxes[:, 2] * boxes[:, 3]
+        no_ints = np.zeros(0, dtype=np.int64)
+        det_group = np.concatenate([det_group, _array(inputs, "lone_group", np.int64, no_ints)])
+        score = np.concatenate(
+            [
+                _array(inputs, "pred_score", np.float64),
+                _array(inputs, "lone_score", np.float64, np.zeros(0)),
+            ]
+        )
+        det_area = np.concatenate([det_area, _array(inputs, "lone_area", np.float64, np.zeros(0))])
+        for cat in np.asarray(inputs.get("categories", []), dtype=np.int64).tolist():
+            self._gt.setdefault(int(cat), np.zeros(num_areas, dtype=np.int64))
+        num_groups = len(group_image)
+        if iou.shape != (num_graph, len(gt_group)):
+            raise ValueError(
+                f"Expected `{sim_key}` of shape [{num_graph}, {len(gt_group)}], "
+                f"got {list(iou.shape)}"
+            )
+        if not (len(score) == len(det_area) == len(det_group)):
+            raise ValueError("Expected one score and one area per detection")
 
-        gt_ignore = crowd[:, None] | _area_ignored(gt_area)  # [G, A]
-        counts = np.zeros((num_groups, len(AREA_RANGES)), dtype=np.int64)
+        gt_ignore = crowd[:, None] | _area_ignored(gt_area, ranges)  # [G, A]
+        if "target_ignore" in inputs:  # keypoints: no labelled keypoint
+            gt_ignore |= (_array(inputs, "target_ignore", np.int64) != 0)[:, None]
+        counts = np.zeros((num_groups, num_areas), dtype=np.int64)
         np.add.at(counts, gt_group, ~gt_ignore)
         for cat in np.unique(group_category).tolist():
             total = counts[group_category == cat].sum(0)
             self._gt[cat] = self._gt.get(cat, np.zeros_like(total)) + total
 
-        # Detections by group, then score (stable: file order breaks ties), top maxDets.
+        # Detections by group, then score (stable: batch order breaks ties), top maxDets.
         order = np.lexsort((np.arange(len(score)), -score, det_group))
         grp = det_group[order]
         starts = np.searchsorted(grp, np.arange(num_groups))
         rank = np.arange(len(order)) - starts[grp] if len(order) else grp
-        keep = rank < MAX_DETS[-1]
+        keep = rank < self.params.max_dets[-1]
         order, grp, rank = order[keep], grp[keep], rank[keep]
         det_count = np.bincount(grp, minlength=num_groups)
         det_starts = np.concatenate([[0], np.cumsum(det_count)[:-1]])
 
-        areas, thresholds = len(AREA_RANGES), len(IOU_THRESHOLDS)
-        matched = np.zeros((len(order), areas, thresholds), dtype=bool)
+        matched = np.zeros((len(order), num_areas, len(IOU_THRESHOLDS)), dtype=bool)
         ignored = np.zeros_like(matched)
         gt_order = np.argsort(gt_group, kind="stable")
         gt_count = np.bincount(gt_group, minlength=num_groups)
@@ -170,8 +226,11 @@ class CocoAggregator:
             d_idx = det_starts[groups][:, None] + np.arange(depth)  # positions in `order`
             d_ok = np.arange(depth)[None, :] < det_count[groups][:, None]
             d_idx = np.where(d_ok, d_idx, det_starts[groups][:, None])
+            rows = order[d_idx]
+            if (rows >= num_graph).any():
+                raise ValueError("a lone detection's group has ground truths")
             g_idx = gt_order[gt_starts[groups][:, None] + np.arange(width)]
-            sub = iou[order[d_idx][:, :, None], g_idx[:, None, :]]
+            sub = iou[rows[:, :, None], g_idx[:, None, :]]
             m, ig = match_groups(
                 sub, det_count[groups], gt_ignore[g_idx].transpose(0, 2, 1), crowd[g_idx]
             )
@@ -180,8 +239,7 @@ class CocoAggregator:
             ignored[d_idx[p, d]] = ig[p, :, :, d]
 
         # Unmatched detections outside an area range are ignored for that range.
-        det_area = boxes[order, 2] * boxes[order, 3]
-        ignored |= ~matched & _area_ignored(det_area)[:, :, None]
+        ignored |= ~matched & _area_ignored(det_area[order], ranges)[:, :, None]
         self._parts.append(
             _Dets(
                 category=group_category[grp],
@@ -196,12 +254,13 @@ class CocoAggregator:
     # -- state ------------------------------------------------------------------------------
     def _dets(self) -> _Dets:
         if len(self._parts) != 1:
-            self._parts = [_Dets.concat([_Dets.empty(), *self._parts])]
+            empty = _Dets.empty(len(self.params.area_ranges))
+            self._parts = [_Dets.concat([empty, *self._parts])]
         return self._parts[0]
 
     def merge(self, other: CocoAggregator) -> CocoAggregator:
         check_same_config(self.KIND, self.config, other.config)
-        out = CocoAggregator()
+        out = CocoAggregator(self.params.iou_type)
         out._parts = [self._dets(), other._dets()]
         out._gt = {c: v.copy() for c, v in self._gt.items()}
         for cat, count in other._gt.items():
@@ -212,7 +271,7 @@ class CocoAggregator:
         dets = self._dets()
         cats = np.array(sorted(self._gt), dtype=np.int64)
         counts = np.array([self._gt[c] for c in cats.tolist()], dtype=np.int64).reshape(
-            len(cats), len(AREA_RANGES)
+            len(cats), len(self.params.area_ranges)
         )
         arrays = {
             "category": dets.category, "image": dets.image, "rank": dets.rank,
@@ -224,7 +283,10 @@ class CocoAggregator:
     @classmethod
     def from_bytes(cls, data: bytes) -> CocoAggregator:
         config, arrays = load_npz(cls.KIND, data)
-        out = cls()
+        config.setdefault("iou_type", "bbox")  # states written before iou_type existed
+        if config["iou_type"] not in PARAMS:
+            raise ValueError(f"Unknown COCO iou_type {config['iou_type']!r} in the state")
+        out = cls(config["iou_type"])
         check_same_config(cls.KIND, out.config, config)
         out._parts = [
             _Dets(*(arrays[k] for k in ("category", "image", "rank", "score", "tp", "ignore")))
@@ -235,72 +297,30 @@ class CocoAggregator:
     # -- figures ----------------------------------------------------------------------------
     def accumulate(self) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """``precision[T, R, K, A, M]`` and ``recall[T, K, A, M]`` as ``COCOeval.eval``."""
-        dets = self._dets()
-        cats = sorted(self._gt)
-        t_n, r_n, a_n, m_n = (
-            len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(AREA_RANGES), len(MAX_DETS)
-        )  # fmt: skip
-        precision = -np.ones((t_n, r_n, len(cats), a_n, m_n))
-        recall = -np.ones((t_n, len(cats), a_n, m_n))
-        by_cat = np.argsort(dets.category, kind="stable")
-        sorted_cats = dets.category[by_cat]
-        for k, cat in enumerate(cats):
-            npig_all = self._gt[cat]
-            if not (npig_all > 0).any():
-                continue
-            lo, hi = np.searchsorted(sorted_cats, [cat, cat + 1])
-            idx = by_cat[lo:hi]
-            idx = idx[np.lexsort((dets.rank[idx], dets.image[idx], -dets.score[idx]))]
-            for m, max_det in enumerate(MAX_DETS):
-                sel = idx[dets.rank[idx] < max_det]
-                for a in range(a_n):
-                    npig = int(npig_all[a])
-                    if npig == 0:
-                        continue
-                    tps = dets.tp[sel, a, :].T
-                    fps = ~tps & ~dets.ignore[sel, a, :].T
-                    tp_sum = np.cumsum(tps, axis=1).astype(dtype=float)
-                    fp_sum = np.cumsum(fps, axis=1).astype(dtype=float)
-                    nd = tp_sum.shape[1]
-                    rc = tp_sum / npig
-                    pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
-                    recall[:, k, a, m] = rc[:, -1] if nd else 0
-                    if nd == 0:
-                        precision[:, :, k, a, m] = 0
-                        continue
-                    pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
-                    for t in range(t_n):
-                        inds = np.searchsorted(rc[t], RECALL_THRESHOLDS, side="left")
-                        inside = inds < nd
-                        q = np.zeros(r_n)
-                        q[inside] = pr[t, inds[inside]]
-                        precision[t, :, k, a, m] = q
-        return precision, recall, cats
+        return accumulate(self._dets(), self._gt, self.params.max_dets)
 
     def compute(self) -> dict[str, float]:
-        """The twelve COCO statistics (``-1`` where nothing is defined), by name."""
+        """The COCO statistics (``-1`` where nothing is defined), by name."""
         precision, recall, _ = self.accumulate()
-        return dict(zip(STAT_NAMES, summarize(precision, recall), strict=True))
+        return dict(
+            zip(self.params.stat_names, summarize(precision, recall, self.params), strict=True)
+        )
+
+    def per_category(self) -> dict[int, dict[str, float]]:
+        """Every statistic of :meth:`compute`, per category id (-1 without ground truth)."""
+        precision, recall, cats = self.accumulate()
+        names = self.params.stat_names
+        return {
+            cat: dict(
+                zip(
+                    names,
+                    summarize(precision[:, :, [k]], recall[:, [k]], self.params),
+                    strict=True,
+                )
+            )
+            for k, cat in enumerate(cats)
+        }
 
     def per_category_ap(self) -> dict[int, float]:
-        """AP@[.50:.95] (all areas, 100 dets) per category id; -1 without ground truth."""
-        precision, _, cats = self.accumulate()
-        out = {}
-        for k, cat in enumerate(cats):
-            s = precision[:, :, k, 0, -1]
-            out[cat] = float(np.mean(s[s > -1])) if (s > -1).any() else -1.0
-        return out
-
-
-def summarize(precision: np.ndarray, recall: np.ndarray) -> list[float]:
-    """``COCOeval.summarize``'s twelve numbers from accumulated precision and recall."""
-    stats = []
-    for is_ap, iou_thr, area, max_det in _SUMMARY:
-        a = AREA_LABELS.index(area)
-        m = MAX_DETS.index(max_det)
-        s = precision if is_ap else recall
-        if iou_thr is not None:
-            s = s[np.where(iou_thr == IOU_THRESHOLDS)[0]]
-        s = s[:, :, :, a, m] if is_ap else s[:, :, a, m]
-        stats.append(float(np.mean(s[s > -1])) if (s > -1).any() else -1.0)
-    return stats
+        """AP@[.50:.95] (all areas, most detections) per category id; -1 without ground truth."""
+        return {cat: stats["AP"] for cat, stats in self.per_category().items()}

@@ -12,6 +12,7 @@ import pytest
 from cvscore.cli.main import main
 from cvscore.metrics import coco
 
+from ..metrics.coco_fixtures import keypoints_fixture, pycocotools_eval, segm_fixture
 from ..metrics.test_coco import pycocotools_stats, synthetic_coco
 
 Image = pytest.importorskip("PIL.Image")
@@ -50,6 +51,41 @@ def test_coco_prints_pycocotools_layout_and_writes_json(
     doc = json.loads(out.read_text())
     actual = [doc["stats"][name] for name in coco.STAT_NAMES]
     np.testing.assert_allclose(actual, pycocotools_stats(gt, dt), atol=1e-6)
+
+
+@pytest.mark.parametrize("iou_type", ["segm", "keypoints"])
+def test_coco_iou_types_and_per_category_table(
+    iou_type: str, repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gt, dt = (segm_fixture if iou_type == "segm" else keypoints_fixture)(21)
+    gt_file = _write_json(tmp_path / "instances.json", gt)
+    dt_file = _write_json(tmp_path / "dets.json", dt)
+    out = tmp_path / "out.json"
+    code = main(
+        ["evaluate", "coco", "--gt", gt_file, "--dt", dt_file, "--iou-type", iou_type,
+         "--per-category", "--json", str(out), "--repository", str(repo), "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    e = pycocotools_eval(gt, dt, iou_type)
+    lines = capsys.readouterr().out.splitlines()
+    max_dets = 20 if iou_type == "keypoints" else 100
+    assert lines[0] == (
+        f" Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets={max_dets:>3d} ] = "
+        f"{e.stats[0]:0.3f}"
+    )
+    doc = json.loads(out.read_text())
+    assert doc["iou_type"] == iou_type and len(doc["stats"]) == len(e.stats)
+    np.testing.assert_allclose(list(doc["stats"].values()), e.stats, atol=1e-12)
+    # per category: pycocotools' precision[:, :, k, 0, -1] mean is each category's AP
+    by_id = {row["id"]: row for row in doc["per_category"]}
+    for k, cat in enumerate(e.params.catIds):
+        p = e.eval["precision"][:, :, k, 0, -1]
+        ap = float(np.mean(p[p > -1])) if (p > -1).any() else -1.0
+        assert by_id[cat]["AP"] == pytest.approx(ap, abs=1e-12)
+        assert by_id[cat]["name"] == f"thing{cat}"
+    table = [line for line in lines if line.startswith("| thing")]
+    assert len(table) == len(gt["categories"])
+    assert table[-1].split("|")[2].strip() == "nan"  # the category with nothing at all
 
 
 @pytest.mark.parametrize(

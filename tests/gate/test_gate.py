@@ -329,3 +329,50 @@ def test_gate_server_needs_export_for_gate_then_matches_in_process(
     in_process = json.loads((passed / "report.json").read_text())
     assert report["figures"] == in_process["figures"]
     assert report["artifacts"]["masks/mean_iou"]["model"] == wanted[0]
+
+
+def test_coco_segm_and_keypoints_datasets(repo: Path, tmp_path: Path) -> None:
+    from ..metrics.coco_fixtures import keypoints_fixture, pycocotools_eval, segm_fixture
+
+    files = {}
+    for kind, fixture in (("segm", segm_fixture), ("keypoints", keypoints_fixture)):
+        gt, dt = fixture(5)
+        (tmp_path / f"{kind}_gt.json").write_text(json.dumps(gt))
+        (tmp_path / f"{kind}_dt.json").write_text(json.dumps(dt))
+        files[kind] = pycocotools_eval(gt, dt, kind).stats
+    body = """
+[datasets.masks]
+kind = "coco"
+iou_type = "segm"
+gt = "segm_gt.json"
+dt = "segm_dt.json"
+[datasets.masks.metrics.coco_map]
+[datasets.poses]
+kind = "coco"
+iou_type = "keypoints"
+gt = "keypoints_gt.json"
+dt = "keypoints_dt.json"
+[datasets.poses.metrics.coco_oks]
+[[checks]]
+figure = "masks/coco_map/AP_small"
+min = 0.0
+[[checks]]
+figure = "poses/coco_oks/AR_large"
+min = 0.0
+"""
+    path = tmp_path / "gate.toml"
+    path.write_text(body)
+    result = run_gate(load_gate(path), tmp_path / "o", in_process(repo))
+    assert result.exit_code == 0
+    figures = json.loads((tmp_path / "o" / "report.json").read_text())["figures"]
+    from cvscore.metrics.coco_eval import PARAMS
+
+    for key, kind in (("masks/coco_map", "segm"), ("poses/coco_oks", "keypoints")):
+        names = PARAMS[kind].stat_names
+        assert {k for k in figures if k.startswith(key)} == {f"{key}/{n}" for n in names}
+        got = [figures[f"{key}/{n}"] for n in names]
+        assert got == pytest.approx(list(files[kind]), rel=1e-4)  # the report's 5 digits
+    # keypoints take the OKS graph
+    path.write_text(body.replace("poses.metrics.coco_oks", "poses.metrics.coco_map"))
+    with pytest.raises(ConfigError, match="iou_type 'keypoints' takes metric coco_oks"):
+        load_gate(path)

@@ -1,7 +1,8 @@
 """Float64 references for the dataset metrics' per-batch graphs.
 
 coco_map: ``pycocotools.mask.iou`` on (x, y, w, h) boxes with the crowd flags (the library
-the COCO numbers come from), -1 across (image, category) groups. mean_iou: a confusion
+the COCO numbers come from), -1 across (image, category) groups. coco_oks: ``computeOks``'s
+loop, pair by pair. mean_iou: a confusion
 matrix by ``np.bincount``. recall_at_k: brute-force ranking with a stable argsort (ties to
 the lower gallery index), the excluded item removed.
 """
@@ -26,6 +27,30 @@ def coco_map(x: dict[str, np.ndarray], p: dict[str, Any]) -> np.ndarray:
     iou = iou.reshape(n, g)
     same = x["pred_group"][:, None] == x["target_group"][None, :]
     return np.where(same, iou, -1.0)
+
+
+@reference("coco_oks")
+def coco_oks(x: dict[str, np.ndarray], p: dict[str, Any]) -> np.ndarray:
+    """pycocotools' ``COCOeval.computeOks`` inner loop, pair by pair."""
+    var = (x["sigmas"] * 2) ** 2
+    out = np.zeros(len(x["preds"]))
+    for i, (d, g) in enumerate(zip(x["preds"], x["target"], strict=True)):
+        xg, yg, vg = g[:, 0], g[:, 1], g[:, 2]
+        k1 = np.count_nonzero(vg > 0)
+        bx, by, bw, bh = x["target_box"][i]
+        x0, x1, y0, y1 = bx - bw, bx + bw * 2, by - bh, by + bh * 2
+        xd, yd = d[:, 0], d[:, 1]
+        if k1 > 0:
+            dx, dy = xd - xg, yd - yg
+        else:
+            z = np.zeros(len(var))
+            dx = np.max((z, x0 - xd), axis=0) + np.max((z, xd - x1), axis=0)
+            dy = np.max((z, y0 - yd), axis=0) + np.max((z, yd - y1), axis=0)
+        e = (dx**2 + dy**2) / var / (x["target_area"][i] + np.spacing(1)) / 2
+        if k1 > 0:
+            e = e[vg > 0]
+        out[i] = np.sum(np.exp(-e)) / e.shape[0]
+    return out
 
 
 @reference("mean_iou")
