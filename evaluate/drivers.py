@@ -42,11 +42,15 @@ class Result:
     curves: dict[str, list[float]] = field(default_factory=dict)  # COCO: recall + precisions
     artifact: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # per-category AP, counts, ...
+    # What a bootstrap resamples (``kind`` names the layout, ``ids`` the resampled units):
+    # see :mod:`cvscore.gate.evidence`.
+    evidence: dict[str, Any] = field(default_factory=dict)
 
 
 # -- COCO -----------------------------------------------------------------------------------
 def coco(gt_path: str | Path, dt_path: str | Path, backend: Backend) -> Result:
     from ..metrics import coco as coco_metric
+    from ..metrics.coco_resample import coco_evidence
 
     gt, dt = readers.read_json(gt_path), readers.read_json(dt_path)
     try:
@@ -56,6 +60,7 @@ def coco(gt_path: str | Path, dt_path: str | Path, backend: Backend) -> Result:
     run, info = backend.runner("coco_map", {})
     agg = coco_metric.evaluate(data, run, progress=backend.progress)
     out = Result("coco_map", figures=agg.compute(), artifact=info)
+    out.evidence = {"kind": "coco", **coco_evidence(data, agg)}
     out.extra = {
         "per_category_ap": agg.per_category_ap(),
         "images": len(data.image_ids),
@@ -97,15 +102,23 @@ def segmentation(
     run, info = backend.runner("mean_iou", params)
     agg = SegmentationAggregator(num_classes=k, ignore_index=ignore)
     per_image: list[float] = []
+    confusions: list[np.ndarray] = []
     for name in tqdm(names, desc="segmentation", unit="img", disable=not backend.progress):
         pred, target = readers.read_label_pair(pred_dir / name, gt_dir / name, k, ignore)
         outputs = run({"preds": pred.reshape(1, -1), "target": target.reshape(1, -1)})
         agg.update(outputs)
-        ious = iou_from_confusion(np.rint(outputs["confusion"][0]).astype(np.int64))
+        confusion = np.rint(outputs["confusion"][0]).astype(np.int64)
+        confusions.append(confusion)
+        ious = iou_from_confusion(confusion)
         per_image.append(float(np.nanmean(ious)) if not np.isnan(ious).all() else math.nan)
     out = Result("mean_iou", figures=agg.compute(), artifact=info)
     out.samples["image_mean_iou"] = per_image
     out.extra = {"images": len(names)}
+    out.evidence = {
+        "kind": "confusion",
+        "ids": np.array(names, dtype=str),
+        "confusion": np.stack(confusions) if confusions else np.zeros((0, k, k), np.int64),
+    }
     return out
 
 
@@ -142,6 +155,14 @@ def retrieval(
         k_max = max(int(k) for k in params["ks"])
         keep = counts[:, -1] > 0
         out.samples[f"query_recall@{k_max}"] = (counts[keep, -2] / counts[keep, -1]).tolist()
+    else:
+        counts = np.zeros((0, len(params["ks"]) + 1), dtype=np.int64)
+    out.evidence = {
+        "kind": "retrieval",
+        "ids": np.arange(len(counts), dtype=np.int64),
+        "hits": counts[:, :-1],
+        "relevant": counts[:, -1],
+    }
     return out
 
 
@@ -193,6 +214,11 @@ def image_pairs(
         )
     out = Result(metric, artifact=info)
     out.samples["score"] = scores.astype(np.float64).tolist()
+    out.evidence = {
+        "kind": "samples",
+        "ids": np.arange(len(scores), dtype=np.int64),
+        "scores": scores.astype(np.float64),
+    }
     out.figures = {how: reduce_scores(scores, how) for how in reduce}
     return out
 

@@ -7,7 +7,9 @@ Two "models" are simulated against the same ground truth: a *good* one (small bo
 few wrong pixels, little image noise, tight embedding clusters) and a *bad* one (worse on
 every count). ``pass.toml`` gates the good predictions, ``fail.toml`` the bad ones, both
 against ``baseline.json``: the good model's report, written by this script from ``pass.toml``
-with its regression checks left out. Everything is seeded, so a rerun writes the same bytes.
+with its regression checks left out, and ``baseline.npz`` beside it, that run's per-sample
+evidence (what ``confidence`` checks resample). Everything is seeded, so a rerun writes the
+same bytes.
 """
 
 from __future__ import annotations
@@ -148,6 +150,9 @@ def make_baseline(repository: Path | None = None) -> Path:
     report = json.loads((out / "report.json").read_text())
     report["run"] = {"note": "written by examples/gate/make_data.py"}
     target = HERE / "baseline.json"
+    evidence = target.with_suffix(".npz")
+    evidence.write_bytes((out / report["evidence"]["file"]).read_bytes())
+    report["evidence"]["file"] = evidence.name
     target.write_text(dumps_report(report))
     shutil.rmtree(out)
     if result.failed:
