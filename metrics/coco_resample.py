@@ -23,8 +23,11 @@ an image holding two detections of one category with exactly the same score (pyc
 then orders a duplicated image's copies one after the other, here each detection's copies
 sit together); only the precision inside that tie can move.
 
-Cost: per category, area range and chunk of resamples, ``[B, T, D_k]`` cumulative sums;
-vectorised across resamples, no Python loop over them.
+Only the points after a detection that is a true positive at some IoU threshold are formed
+(precision peaks at true positives); the detections that are false positives at every
+threshold enter as weighted counts. Cost per category and area range: one weighted
+cumulative sum over those false positives, ``[B, D_fp]``, and ``[B, T, D_tp]`` over the
+rest; vectorised across resamples (chunks of them), no Python loop over them.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from .coco_eval import (
 if TYPE_CHECKING:
     from .coco import CocoData
 
-_CHUNK_ELEMENTS = 1 << 21  # resamples x thresholds x detections per chunk (16 MB float64)
+_CHUNK_ELEMENTS = 1 << 18  # resamples x thresholds x detections per chunk (cache-sized)
 
 
 def coco_evidence(data: CocoData, agg: CocoAggregator) -> dict[str, np.ndarray]:
@@ -97,16 +100,18 @@ def resampled_stats(ev: Mapping[str, Any], weights: np.ndarray) -> dict[str, np.
     for k in range(k_n):
         lo, hi = int(bounds[k]), int(bounds[k + 1])
         image, rank = ev["image"][lo:hi], ev["rank"][lo:hi]
-        tp, ignore = ev["tp"][lo:hi], ev["ignore"][lo:hi]
-        w = weights[:, image]  # [B, D_k]
         for a in range(a_n):
+            tp, ignore = ev["tp"][lo:hi, a, :], ev["ignore"][lo:hi, a, :]
+            fp = ~tp & ~ignore
+            always_fp = fp.all(1)
+            live = np.nonzero(~always_fp & ~ignore.all(1))[0]  # every true positive is here
+            w_live = weights[:, image[live]].astype(np.float64)  # exact: small integers
             total = np.maximum(npig[:, k, a], 1)[:, None]
             for m, max_det in enumerate(MAX_DETS):
-                sel = rank < max_det
-                recall[:, k, a, m] = (w[:, sel] @ tp[sel, a, :].astype(np.int64)) / total
-            live = ~ignore[:, a, :].all(1)  # always-ignored detections add no point
+                sel = rank[live] < max_det
+                recall[:, k, a, m] = (w_live[:, sel] @ tp[live[sel]].astype(np.float64)) / total
             ap_sum[:, k, a] = _precision_sums(
-                w[:, live], tp[live, a, :], ignore[live, a, :], npig[:, k, a]
+                weights, image, live, np.nonzero(always_fp)[0], tp, fp, npig[:, k, a]
             )
     valid = npig > 0  # [B, K, A]: categories COCOeval keeps
     iou = list(np.round(IOU_THRESHOLDS, 2))
@@ -134,38 +139,56 @@ def _mean_or_minus_one(total: np.ndarray, count: np.ndarray) -> np.ndarray:
 
 
 def _precision_sums(
-    w: np.ndarray, tp: np.ndarray, ignore: np.ndarray, npig: np.ndarray
+    weights: np.ndarray,
+    image: np.ndarray,
+    live: np.ndarray,
+    always_fp: np.ndarray,
+    tp: np.ndarray,
+    fp: np.ndarray,
+    npig: np.ndarray,
 ) -> np.ndarray:
     """Sum over the 101 recall thresholds of interpolated precision, per resample and IoU
-    threshold: ``w`` int[B, D] weights, ``tp`` / ``ignore`` bool[D, T], ``npig`` int[B]."""
-    b_n, d_n = w.shape
-    t_n = tp.shape[1]
+    threshold, for one category and area range.
+
+    ``weights`` int[B, N]; ``image`` int[D] each detection's image; ``live`` the detections
+    that are not a false positive (nor ignored) at every IoU threshold, ``always_fp`` those
+    that are; ``tp`` / ``fp`` bool[D, T]; ``npig`` int[B]. Only the points after a live
+    detection are formed: recall rises only at true positives, and precision, which falls
+    between them, peaks at one, so the interpolated precision at each recall threshold is
+    a maximum over those points. The always-false-positive detections enter as weighted
+    counts before each live one.
+    """
+    b_n, t_n, p_n = len(weights), tp.shape[1], len(live)
     out = np.zeros((b_n, t_n))
-    if d_n == 0:
+    if p_n == 0:
         return out
-    fp = (~tp & ~ignore).T.astype(np.int64)[None]  # [1, T, D]
-    tpi = tp.T.astype(np.int64)[None]
-    # The smallest count c with c / npig >= r, as COCOeval's float comparison decides it.
-    need = _counts_reaching(npig)  # [B, R]
-    step = max(1, _CHUNK_ELEMENTS // (t_n * d_n))
+    seg = np.searchsorted(live, always_fp)  # the live detection each false positive precedes
+    always_fp, seg = always_fp[seg < p_n], seg[seg < p_n]
+    ends = np.searchsorted(seg, np.arange(p_n), side="right")  # false positives before each
+    tpi = tp[live].T.astype(np.int32)[None]  # [1, T, P]; counts stay far below 2**31
+    fpi = fp[live].T.astype(np.int32)[None]
+    need = _counts_reaching(npig)  # [B, R]: the least count that reaches each threshold
+    step = max(1, min(_CHUNK_ELEMENTS // (t_n * p_n), 2 * _CHUNK_ELEMENTS // max(len(seg), 1)))
     for b0 in range(0, b_n, step):
-        wb = w[b0 : b0 + step, None, :]  # [b, 1, D]
-        tp_sum = np.cumsum(wb * tpi, axis=-1)  # [b, T, D] int
-        fp_sum = np.cumsum(wb * fp, axis=-1)
+        wb = weights[b0 : b0 + step]
+        before = np.zeros((len(wb), len(seg) + 1), dtype=np.int32)
+        np.cumsum(wb[:, image[always_fp]], axis=1, out=before[:, 1:])
+        wl = wb[:, image[live]].astype(np.int32)[:, None, :]  # [b, 1, P]
+        tp_sum = np.cumsum(wl * tpi, axis=-1, dtype=np.int32)  # [b, T, P]
+        fp_sum = np.cumsum(wl * fpi, axis=-1, dtype=np.int32)
+        fp_sum += before[:, ends][:, None, :]
         tpf = tp_sum.astype(np.float64)
-        pr = tpf / (fp_sum.astype(np.float64) + tpf + np.spacing(1))
+        pr = tpf / (fp_sum + tpf + np.spacing(1))
         env = np.maximum.accumulate(pr[:, :, ::-1], axis=-1)[:, :, ::-1]
-        rows = tp_sum.shape[0] * t_n
+        rows = len(wb) * t_n
         big = int(max(tp_sum[..., -1].max(initial=0), npig.max(initial=0))) + 1
         offsets = (np.arange(rows, dtype=np.int64) * big).reshape(-1, t_n, 1)
-        flat = (tp_sum + offsets).reshape(-1)
         queries = need[b0 : b0 + step, None, :] + offsets  # [b, T, R]
-        inds = np.searchsorted(flat, queries.reshape(-1), side="left").reshape(queries.shape)
-        inds -= (np.arange(rows, dtype=np.int64) * d_n).reshape(-1, t_n, 1)
-        inside = inds < d_n
-        flat_env = env.reshape(-1)
-        pos = np.where(inside, inds, 0) + (np.arange(rows) * d_n).reshape(-1, t_n, 1)
-        q = np.where(inside, flat_env[pos], 0.0)
+        inds = np.searchsorted((tp_sum + offsets).reshape(-1), queries.reshape(-1))  # int64
+        starts = (np.arange(rows, dtype=np.int64) * p_n).reshape(-1, t_n, 1)
+        inds = inds.reshape(queries.shape) - starts
+        inside = inds < p_n
+        q = np.where(inside, env.reshape(-1)[np.where(inside, inds, 0) + starts], 0.0)
         out[b0 : b0 + step] = q.sum(-1)
     return out
 
