@@ -123,19 +123,21 @@ def distribution(
     plt.close(fig)
 
 
-def bootstrap_plots(out_dir: Path, checks: Sequence[Any], boot: Any) -> list[str]:
+def bootstrap_plots(out_dir: Path, checks: Sequence[tuple[Any, Any]], boot: Any) -> list[str]:
     """One plot per figure with a ``confidence`` check: the bootstrap distribution of the
     paired change from the baseline (for ``max_drop``; else of the figure), its interval and
-    the threshold. Returns the file names."""
+    the threshold. ``checks``: (Check, CheckResult) pairs. Returns the file names."""
     from .bootstrap import change, percentile_interval
 
     by_figure: dict[str, list[Any]] = {}
-    for c in checks:
-        if c.interval is not None:
+    results: dict[int, Any] = {}
+    for c, r in checks:
+        if r.interval is not None:
             by_figure.setdefault(c.figure, []).append(c)
+            results[id(c)] = r
     made = []
     for figure, group in by_figure.items():
-        first = group[0].interval
+        first = results[id(group[0])].interval
         values = boot.values(figure, first.resamples)
         drops = [c for c in group if c.kind == "max_drop"]
         lines: list[tuple[str, float]] = []

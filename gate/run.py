@@ -171,7 +171,7 @@ def run_gate(
     evidence_data = evidence_bytes(evaluation.evidence)
     (out_dir / EVIDENCE_FILE).write_bytes(evidence_data)
     plots = _plots(config, out_dir, samples, curves, figures)
-    plots += bootstrap_plots(out_dir, checks, boot)
+    plots += bootstrap_plots(out_dir, list(zip(config.checks, checks, strict=True)), boot)
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "gate": config.name,
