@@ -101,6 +101,8 @@ def resampled_stats(ev: Mapping[str, Any], weights: np.ndarray) -> dict[str, np.
         lo, hi = int(bounds[k]), int(bounds[k + 1])
         image, rank = ev["image"][lo:hi], ev["rank"][lo:hi]
         for a in range(a_n):
+            if not npig[:, k, a].any():  # left out of every resample's means
+                continue
             tp, ignore = ev["tp"][lo:hi, a, :], ev["ignore"][lo:hi, a, :]
             fp = ~tp & ~ignore
             always_fp = fp.all(1)
@@ -168,6 +170,16 @@ def _precision_sums(
     tpi = tp[live].T.astype(np.int32)[None]  # [1, T, P]; counts stay far below 2**31
     fpi = fp[live].T.astype(np.int32)[None]
     need = _counts_reaching(npig)  # [B, R]: the least count that reaches each threshold
+    # Search each distinct count once: with fewer ground truths than recall thresholds,
+    # the counts 0..max(need), each weighted by how many thresholds need it.
+    n_max = int(need.max(initial=0))
+    if n_max + 1 < need.shape[1]:
+        keys = np.broadcast_to(np.arange(n_max + 1, dtype=np.int64), (b_n, n_max + 1))
+        flat = (need + (n_max + 1) * np.arange(b_n, dtype=np.int64)[:, None]).reshape(-1)
+        mult = np.bincount(flat, minlength=b_n * (n_max + 1)).reshape(b_n, n_max + 1)
+    else:
+        keys, mult = need, np.ones_like(need)
+    mult = mult.astype(np.float64)
     step = max(1, min(_CHUNK_ELEMENTS // (t_n * p_n), 2 * _CHUNK_ELEMENTS // max(len(seg), 1)))
     for b0 in range(0, b_n, step):
         wb = weights[b0 : b0 + step]
@@ -183,13 +195,13 @@ def _precision_sums(
         rows = len(wb) * t_n
         big = int(max(tp_sum[..., -1].max(initial=0), npig.max(initial=0))) + 1
         offsets = (np.arange(rows, dtype=np.int64) * big).reshape(-1, t_n, 1)
-        queries = need[b0 : b0 + step, None, :] + offsets  # [b, T, R]
+        queries = keys[b0 : b0 + step, None, :] + offsets  # [b, T, Q]
         inds = np.searchsorted((tp_sum + offsets).reshape(-1), queries.reshape(-1))  # int64
         starts = (np.arange(rows, dtype=np.int64) * p_n).reshape(-1, t_n, 1)
         inds = inds.reshape(queries.shape) - starts
         inside = inds < p_n
         q = np.where(inside, env.reshape(-1)[np.where(inside, inds, 0) + starts], 0.0)
-        out[b0 : b0 + step] = q.sum(-1)
+        out[b0 : b0 + step] = np.einsum("btq,bq->bt", q, mult[b0 : b0 + step])
     return out
 
 
