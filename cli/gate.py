@@ -2,6 +2,11 @@
 
     cvscore gate GATE.toml [--server ADDR] [--baseline REPORT.json] [--out DIR]
                            [--runtime eager|torchscript|onnx] [--repository DIR] [--quiet]
+                           [--write-baseline PATH.json]
+
+``--write-baseline PATH.json`` keeps this run as the next run's baseline: ``report.json``
+copied to ``PATH.json`` and its per-sample evidence to ``PATH.npz``, which ``confidence``
+checks need to pair the two runs on the same resampled images.
 
 Exit 2 means the gate could not be evaluated (a bad gate file, a server that is down or
 lacks a variant, unreadable data, or a bug); the outputs then still say why: ``junit.xml``
@@ -36,6 +41,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", default="cpu", help="in-process: cpu, cuda or auto")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per call (--server)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, no table")
+    p.add_argument(
+        "--write-baseline",
+        metavar="PATH.json",
+        help="also write this run as a baseline: PATH.json and its evidence PATH.npz",
+    )
     add_client_security(p)
     p.set_defaults(func=run)
 
@@ -128,6 +138,12 @@ def _gate(args: argparse.Namespace, named: dict[str, str]) -> int:
         result = run_gate(config, Path(args.out), backend, server=args.server, device=device)
     finally:
         backend.close()
+    if args.write_baseline:
+        from ..gate.evidence import write_baseline
+
+        target = Path(args.write_baseline)
+        npz = write_baseline(result.out_dir, target)
+        print(f"cvscore gate: baseline written to {target} and {npz}", file=sys.stderr)
     if not args.quiet:
         for c in result.checks:
             print(f"{'PASS' if c.passed else 'FAIL'}  {c.explain()}")

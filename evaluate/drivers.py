@@ -43,6 +43,9 @@ class Result:
     curves: dict[str, list[float]] = field(default_factory=dict)  # COCO: recall + precisions
     artifact: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # per-category AP, counts, ...
+    # What a bootstrap resamples (``kind`` names the layout, ``ids`` the resampled units):
+    # see :mod:`cvscore.gate.evidence`.
+    evidence: dict[str, Any] = field(default_factory=dict)
 
 
 # -- COCO -----------------------------------------------------------------------------------
@@ -56,6 +59,7 @@ def coco(
     """COCOeval for ``iou_type`` bbox, segm or keypoints. segm's mask IoU is computed in
     this process whatever the backend (``metrics/coco_masks.py`` says why)."""
     from ..metrics import coco_files
+    from ..metrics.coco_resample import coco_evidence
 
     gt, dt = readers.read_json(gt_path), readers.read_json(dt_path)
     try:
@@ -70,6 +74,8 @@ def coco(
         info = {**info, "iou_type": iou_type}
     agg = coco_files.evaluate(data, run, progress=backend.progress)
     out = Result(agg.metric, figures=agg.compute(), artifact=info)
+    if iou_type == "bbox":  # the bootstrap resamples box AP (its area ranges and ignore rules)
+        out.evidence = {"kind": "coco", **coco_evidence(data, agg)}
     per_category = agg.per_category()
     names = data.category_names
     out.extra = {
@@ -117,15 +123,23 @@ def segmentation(
     run, info = backend.runner("mean_iou", params)
     agg = SegmentationAggregator(num_classes=k, ignore_index=ignore)
     per_image: list[float] = []
+    confusions: list[np.ndarray] = []
     for name in tqdm(names, desc="segmentation", unit="img", disable=not backend.progress):
         pred, target = readers.read_label_pair(pred_dir / name, gt_dir / name, k, ignore)
         outputs = run({"preds": pred.reshape(1, -1), "target": target.reshape(1, -1)})
         agg.update(outputs)
-        ious = iou_from_confusion(np.rint(outputs["confusion"][0]).astype(np.int64))
+        confusion = np.rint(outputs["confusion"][0]).astype(np.int64)
+        confusions.append(confusion)
+        ious = iou_from_confusion(confusion)
         per_image.append(float(np.nanmean(ious)) if not np.isnan(ious).all() else math.nan)
     out = Result("mean_iou", figures=agg.compute(), artifact=info)
     out.samples["image_mean_iou"] = per_image
     out.extra = {"images": len(names)}
+    out.evidence = {
+        "kind": "confusion",
+        "ids": np.array(names, dtype=str),
+        "confusion": np.stack(confusions) if confusions else np.zeros((0, k, k), np.int64),
+    }
     return out
 
 
@@ -162,6 +176,14 @@ def retrieval(
         k_max = max(int(k) for k in params["ks"])
         keep = counts[:, -1] > 0
         out.samples[f"query_recall@{k_max}"] = (counts[keep, -2] / counts[keep, -1]).tolist()
+    else:
+        counts = np.zeros((0, len(params["ks"]) + 1), dtype=np.int64)
+    out.evidence = {
+        "kind": "retrieval",
+        "ids": np.arange(len(counts), dtype=np.int64),
+        "hits": counts[:, :-1],
+        "relevant": counts[:, -1],
+    }
     return out
 
 
@@ -213,6 +235,11 @@ def image_pairs(
         )
     out = Result(metric, artifact=info)
     out.samples["score"] = scores.astype(np.float64).tolist()
+    out.evidence = {
+        "kind": "samples",
+        "ids": np.arange(len(scores), dtype=np.int64),
+        "scores": scores.astype(np.float64),
+    }
     out.figures = {how: reduce_scores(scores, how) for how in reduce}
     return out
 

@@ -3,6 +3,15 @@
 Every threshold is one check (one JUnit test case). ``min`` / ``max`` compare a figure with
 a threshold; ``max_drop`` compares it with the baseline report's figure, in the worse
 direction, absolutely or as a fraction of the baseline.
+
+With ``confidence = 0.95`` a check is decided on a paired bootstrap interval instead of the
+point value (``bootstrap.py``): the interval of the figure for ``min`` / ``max``, of the drop
+(baseline − candidate on the same resamples, in the worse direction; relative: over each
+resample's baseline) for ``max_drop``. It fails when the whole interval lies beyond the
+threshold, passes when the whole interval lies inside, and is *inconclusive* when it
+straddles it; ``inconclusive = "fail" | "warn" | "pass"`` (default ``"warn"``) says whether
+that fails the gate (``warn`` passes it, marked). A two-sided interval at level ``c``
+decides each side at ``(1 + c) / 2``.
 """
 
 from __future__ import annotations
@@ -13,7 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .report import CheckResult, round_sig
+import numpy as np
+
+from .bootstrap import DEFAULT_RESAMPLES, Bootstrap, change, percentile_interval
+from .report import CheckResult, Interval, round_sig
 from .schema import CHECK, Problems
 
 
@@ -25,6 +37,9 @@ class Check:
     threshold: float
     relative: bool
     higher_is_better: bool
+    confidence: float | None = None  # decide on a bootstrap interval at this level
+    resamples: int = DEFAULT_RESAMPLES
+    inconclusive: str = "warn"  # fail | warn | pass
 
 
 def parse_checks(
@@ -34,8 +49,10 @@ def parse_checks(
     baseline_path: Path | None,
     baseline: Mapping[str, Any] | None,
     skip_regressions: bool,
+    baseline_evidence: Mapping[str, Any] | None = None,
 ) -> list[Check]:
-    """``known``: figure -> (metric, the range it lies in or None, higher_is_better)."""
+    """``known``: figure -> (metric, the range it lies in or None, higher_is_better);
+    ``baseline_evidence``: the metric keys the baseline's evidence file covers."""
     if raw is None:  # missing or not an array of tables: the schema has said so
         return []
     if not raw:
@@ -80,6 +97,24 @@ def parse_checks(
             )
         hib = bool(good.get("higher_is_better", default_hib))
         label = good.get("name")
+        for key in ("resamples", "inconclusive"):
+            if key in good and "confidence" not in c:
+                problems.add((*where, key), f"`{key}` without `confidence`")
+        confidence = good.get("confidence")
+        metric_key = figure.rsplit("/", 1)[0]
+        if (
+            confidence is not None
+            and "max_drop" in bounds
+            and not skip_regressions
+            and baseline is not None
+            and metric_key not in (baseline_evidence or {})
+        ):
+            problems.add(
+                (*where, "confidence"),
+                f"a max_drop with confidence needs the baseline's evidence for {metric_key}; "
+                f"{baseline_path} has none (write the baseline with `cvscore gate "
+                "--write-baseline`)",
+            )
         if "max_drop" in bounds and not skip_regressions:
             if baseline_path is None:
                 problems.add(
@@ -98,7 +133,13 @@ def parse_checks(
                 "max_drop": f"{figure} drop <= {bounds[kind]:g}{' relative' if relative else ''}",
             }[kind]
             name = f"{label} ({kind})" if label else default_label
-            checks.append(Check(name, figure, kind, bounds[kind], relative, hib))
+            checks.append(
+                Check(
+                    name, figure, kind, bounds[kind], relative, hib, confidence,
+                    int(good.get("resamples", DEFAULT_RESAMPLES)),
+                    str(good.get("inconclusive", "warn")),
+                )
+            )  # fmt: skip
     return checks
 
 
@@ -114,10 +155,12 @@ def evaluate_checks(
     figures: Mapping[str, float],
     baseline: Mapping[str, float] | None,
     digits: int,
+    bootstrap: Bootstrap | None = None,
 ) -> list[CheckResult]:
     """Each check on the (rounded) figures. The baseline's value is kept for every check
     whose figure it holds; the delta is the margin to the threshold for ``min`` / ``max``
-    (positive: inside) and the change from the baseline for ``max_drop``."""
+    (positive: inside) and the change from the baseline for ``max_drop``. Checks with a
+    ``confidence`` are decided on ``bootstrap``'s intervals (rounded to ``digits``)."""
     results = []
     for c in checks:
         value = figures[c.figure]
@@ -139,6 +182,14 @@ def evaluate_checks(
             measured = round_sig(measured, digits)
             delta, reference, delta_kind = change, base, "change from baseline"
         relative = _relative(delta, reference)
+        interval = None
+        if c.confidence is not None:
+            if bootstrap is None:
+                raise ValueError(f"{c.name}: a check with `confidence` needs a bootstrap")
+            interval = _interval(c, bootstrap, digits)
+            passed = interval.verdict == "pass" or (
+                interval.verdict == "inconclusive" and c.inconclusive != "fail"
+            )
         results.append(
             CheckResult(
                 name=c.name,
@@ -153,6 +204,52 @@ def evaluate_checks(
                 delta_kind=delta_kind,
                 measured=measured,
                 passed=bool(passed) and not math.isnan(value),
+                interval=interval,
             )
         )
     return results
+
+
+def _interval(c: Check, boot: Bootstrap, digits: int) -> Interval:
+    """The bootstrap interval a check is decided on, and the verdict it gives."""
+    assert c.confidence is not None
+    values = boot.values(c.figure, c.resamples)
+    if values is None:
+        raise ValueError(f"{c.name}: no evidence for {c.figure}")
+    changes: tuple[float, float] | None = None
+    if c.kind == "max_drop":
+        base = boot.baseline_values(c.figure, c.resamples)
+        if base is None:
+            raise ValueError(f"{c.name}: the baseline has no evidence for {c.figure}")
+        diff = change(values, base)
+        changes = percentile_interval(diff, c.confidence)
+        drop = -diff if c.higher_is_better else diff
+        if c.relative:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                drop = np.where(base != 0, drop / np.abs(base), np.where(drop <= 0, 0.0, math.inf))
+        lo, hi = (round_sig(v, digits) for v in percentile_interval(drop, c.confidence))
+        of = "relative drop" if c.relative else "drop"
+        verdict = "fail" if lo > c.threshold else "pass" if hi <= c.threshold else "inconclusive"
+    else:
+        lo, hi = (round_sig(v, digits) for v in percentile_interval(values, c.confidence))
+        of = "figure"
+        if c.kind == "min":
+            verdict = (
+                "pass" if lo >= c.threshold else "fail" if hi < c.threshold else "inconclusive"
+            )
+        else:
+            verdict = (
+                "pass" if hi <= c.threshold else "fail" if lo > c.threshold else "inconclusive"
+            )
+    if math.isnan(lo) or math.isnan(hi):
+        verdict = "inconclusive"
+    return Interval(
+        low=lo,
+        high=hi,
+        of=of,
+        confidence=c.confidence,
+        resamples=c.resamples,
+        verdict=verdict,
+        policy=c.inconclusive,
+        change=None if changes is None else tuple(round_sig(v, digits) for v in changes),
+    )

@@ -109,6 +109,9 @@ class GateConfig:
     checks: list[Check]
     baseline_path: Path | None = None
     baseline: dict[str, Any] | None = None
+    seed: int = 0  # the bootstrap's
+    resamples: int = 1000  # for every figure's interval in the report (0: none)
+    confidence: float = 0.95
 
     def variants(self) -> list[tuple[str, dict[str, Any]]]:
         """Every (metric, params) the gate runs, once each, in gate-file order."""
@@ -216,8 +219,9 @@ def load_gate(
     if skip_regressions:
         baseline_path, baseline_doc = None, None
     checks = parse_checks(
-        problems, top.get("checks"), known, baseline_path, baseline_doc, skip_regressions
-    )
+        problems, top.get("checks"), known, baseline_path, baseline_doc, skip_regressions,
+        _evidence_keys(baseline_path, baseline_doc),
+    )  # fmt: skip
     problems.raise_if_any()
     return GateConfig(
         path,
@@ -229,7 +233,20 @@ def load_gate(
         checks,
         baseline_path,
         baseline_doc,
+        seed=int(gate.get("seed", 0)),
+        resamples=int(gate.get("resamples", 1000)),
+        confidence=float(gate.get("confidence", 0.95)),
     )
+
+
+def _evidence_keys(path: Path | None, doc: dict[str, Any] | None) -> dict[str, Any]:
+    """The metric keys a baseline's evidence covers (none when its file is missing)."""
+    from .evidence import evidence_path
+
+    found = None if path is None or doc is None else evidence_path(path, doc)
+    if found is None or not found.is_file():
+        return {}
+    return dict(doc["evidence"].get("metrics", {})) if doc else {}
 
 
 def _datasets(problems: Problems, raw: Any, base_dir: Path) -> list[DatasetConfig]:

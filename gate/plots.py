@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 _METADATA = {"Software": None}
 # PR curve label -> the COCO figure that is its AP
 PR_FIGURES = {"IoU=0.50:0.95": "AP", "IoU=0.50": "AP50", "IoU=0.75": "AP75"}
@@ -116,6 +118,87 @@ def distribution(
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, borderaxespad=0)
+    fig.tight_layout()
+    fig.savefig(path, metadata=_METADATA)
+    plt.close(fig)
+
+
+def bootstrap_plots(out_dir: Path, checks: Sequence[tuple[Any, Any]], boot: Any) -> list[str]:
+    """One plot per figure with a ``confidence`` check: the bootstrap distribution of the
+    paired change from the baseline (for ``max_drop``; else of the figure), its interval and
+    the threshold. ``checks``: (Check, CheckResult) pairs. Returns the file names."""
+    from .bootstrap import change, percentile_interval
+
+    by_figure: dict[str, list[Any]] = {}
+    results: dict[int, Any] = {}
+    for c, r in checks:
+        if r.interval is not None:
+            by_figure.setdefault(c.figure, []).append(c)
+            results[id(c)] = r
+    made = []
+    for figure, group in by_figure.items():
+        first = results[id(group[0])].interval
+        values = boot.values(figure, first.resamples)
+        drops = [c for c in group if c.kind == "max_drop"]
+        lines: list[tuple[str, float]] = []
+        if drops:
+            base = boot.baseline_values(figure, first.resamples)
+            rel = drops[0].relative
+            diff = change(values, base)
+            if rel:
+                diff = diff / np.where(base != 0, np.abs(base), np.nan)
+            values = diff
+            what = "relative change" if rel else "change"
+            xlabel = f"{what} from the baseline (candidate − baseline)"
+            for c in drops:
+                if c.relative == rel:
+                    edge = -c.threshold if c.higher_is_better else c.threshold
+                    lines.append((f"max_drop {c.threshold:g}", edge))
+        else:
+            xlabel = figure
+            lines = [(f"{c.kind} {c.threshold:g}", c.threshold) for c in group]
+        name = f"boot_{figure.replace('/', '_').replace('@', '_at_')}.png"
+        lo, hi = percentile_interval(values, first.confidence)
+        _bootstrap_hist(
+            out_dir / name,
+            f"{figure}: paired bootstrap, {first.resamples} resamples ({first.verdict})",
+            values,
+            (lo, hi, first.confidence),
+            lines,
+            xlabel,
+            zero=bool(drops),
+        )
+        made.append(name)
+    return made
+
+
+def _bootstrap_hist(
+    path: Path,
+    title: str,
+    values: Any,
+    interval: tuple[float, float, float],
+    thresholds: Sequence[tuple[str, float]],
+    xlabel: str,
+    zero: bool,
+) -> None:
+    plt = _pyplot()
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    fig, ax = plt.subplots(figsize=(8.5, 4), dpi=100)
+    lo, hi, level = interval
+    marks = [t for _, t in thresholds] + ([0.0] if zero else [])
+    if v.size:
+        left, right = min([float(v.min()), *marks]), max([float(v.max()), *marks])
+        bins = np.linspace(left, right if right > left else left + 1e-6, 41)
+        ax.hist(v, bins=bins, color="C0", alpha=0.6, label="resamples")
+        ax.axvspan(lo, hi, color="C0", alpha=0.12, label=f"{level * 100:g}% interval")
+    if zero:
+        ax.axvline(0.0, color="C7", lw=1, label="no change")
+    for i, (label, value) in enumerate(thresholds):
+        ax.axvline(value, color=f"C{3 + i}", ls=":", lw=1.8, label=f"threshold: {label}")
+    ax.set(xlabel=xlabel, ylabel="resamples", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, metadata=_METADATA)
     plt.close(fig)

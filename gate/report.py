@@ -68,6 +68,42 @@ def dumps_report(report: Mapping[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class Interval:
+    """The bootstrap interval a check was decided on (``checks.py``) and its verdict."""
+
+    low: float
+    high: float
+    of: str  # "figure" | "drop" | "relative drop"
+    confidence: float
+    resamples: int
+    verdict: str  # "pass" | "fail" | "inconclusive"
+    policy: str  # what inconclusive means: "fail" | "warn" | "pass"
+    change: tuple[float, ...] | None = None  # max_drop: candidate − baseline, same level
+
+    def text(self) -> str:
+        return f"[{fmt(self.low)}, {fmt(self.high)}]"
+
+    @property
+    def basis(self) -> str:
+        """``95% CI of the drop (1000 resamples): inconclusive (warn)``."""
+        level = f"{self.confidence * 100:g}%"
+        tail = f" ({self.policy})" if self.verdict == "inconclusive" else ""
+        return f"{level} CI of the {self.of} ({self.resamples} resamples): {self.verdict}{tail}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "low": encode(self.low),
+            "high": encode(self.high),
+            "of": self.of,
+            "confidence": self.confidence,
+            "resamples": self.resamples,
+            "verdict": self.verdict,
+            "inconclusive": self.policy,
+            "change": None if self.change is None else [encode(v) for v in self.change],
+        }
+
+
+@dataclass(frozen=True)
 class CheckResult:
     """One threshold of one figure, evaluated.
 
@@ -89,6 +125,20 @@ class CheckResult:
     delta_kind: str  # "margin to threshold" | "change from baseline"
     measured: float | None  # max_drop: the drop (relative when `relative`), else None
     passed: bool
+    interval: Interval | None = None  # set when the check is decided on a bootstrap interval
+
+    @property
+    def verdict(self) -> str:
+        """pass | fail | inconclusive (an inconclusive check passes unless its policy fails)."""
+        return self.interval.verdict if self.interval else ("pass" if self.passed else "fail")
+
+    @property
+    def inconclusive(self) -> bool:
+        return self.verdict == "inconclusive"
+
+    @property
+    def basis(self) -> str:
+        return self.interval.basis if self.interval else "point value"
 
     @property
     def condition(self) -> str:
@@ -107,16 +157,22 @@ class CheckResult:
     def explain(self) -> str:
         """One line: the figure, the threshold, the baseline and the delta with its kind."""
         verdict = "passed" if self.passed else "FAILED"
+        if self.inconclusive:
+            verdict = f"INCONCLUSIVE ({verdict})"
         base = "" if self.baseline is None else f", baseline {fmt(self.baseline)}"
+        ci = ""
+        if self.interval is not None:
+            i = self.interval
+            ci = f", {i.confidence * 100:g}% CI of the {i.of} {i.text()}"
         if self.kind == "max_drop":
             return (
                 f"{self.figure} = {fmt(self.value)}{base}, {self.delta_text()}, drop "
-                f"{fmt(self.measured)} (max_drop {fmt(self.threshold)}"
+                f"{fmt(self.measured)}{ci} (max_drop {fmt(self.threshold)}"
                 f"{', relative' if self.relative else ''}): {verdict}"
             )
         return (
             f"{self.figure} = {fmt(self.value)}, {self.kind} {fmt(self.threshold)}{base}, "
-            f"{self.delta_text()}: {verdict}"
+            f"{self.delta_text()}{ci}: {verdict}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -133,6 +189,9 @@ class CheckResult:
             "delta_kind": self.delta_kind,
             "drop": None if self.measured is None else encode(self.measured),
             "passed": self.passed,
+            "verdict": self.verdict,
+            "basis": self.basis,
+            "interval": None if self.interval is None else self.interval.to_json(),
         }
 
 
@@ -143,12 +202,14 @@ def fmt_percent(fraction: float) -> str:
 
 
 def _junit_root(
-    gate: str, tests: int, failures: int, errors: int, seconds: float
+    gate: str, tests: int, failures: int, errors: int, seconds: float, skipped: int = 0
 ) -> tuple[ET.Element, ET.Element]:
     counts = {"tests": str(tests), "failures": str(failures), "errors": str(errors)}
     root = ET.Element("testsuites", {"name": "cvscore gate", **counts, "time": f"{seconds:.3f}"})
     suite = ET.SubElement(
-        root, "testsuite", {"name": gate, **counts, "skipped": "0", "time": f"{seconds:.3f}"}
+        root,
+        "testsuite",
+        {"name": gate, **counts, "skipped": str(skipped), "time": f"{seconds:.3f}"},
     )
     return root, suite
 
@@ -165,9 +226,12 @@ def write_junit(
     seconds: float,
     properties: Mapping[str, str],
 ) -> None:
-    """JUnit XML: one ``testsuite`` (the gate), one ``testcase`` per check."""
+    """JUnit XML: one ``testsuite`` (the gate), one ``testcase`` per check. A check decided
+    on an interval carries ``verdict`` / ``interval`` / ``basis`` properties; an inconclusive
+    one that does not fail the gate (``warn``) is ``<skipped>`` with the reason."""
     failures = sum(not c.passed for c in checks)
-    root, suite = _junit_root(gate, len(checks), failures, 0, seconds)
+    warned = sum(c.inconclusive and c.passed and c.interval.policy == "warn" for c in checks)  # type: ignore[union-attr]
+    root, suite = _junit_root(gate, len(checks), failures, 0, seconds, warned)
     props = ET.SubElement(suite, "properties")
     for key in sorted(properties):
         ET.SubElement(props, "property", {"name": key, "value": properties[key]})
@@ -178,10 +242,19 @@ def write_junit(
             "testcase",
             {"classname": f"cvscore.gate.{gate}.{dataset}", "name": check.name, "time": "0"},
         )
+        if check.interval is not None:
+            cprops = ET.SubElement(case, "properties")
+            for key, value in (
+                ("verdict", check.verdict),
+                ("interval", check.interval.text()),
+                ("basis", check.basis),
+            ):
+                ET.SubElement(cprops, "property", {"name": key, "value": value})
+            if check.inconclusive and check.passed and check.interval.policy == "warn":
+                ET.SubElement(case, "skipped", {"message": f"inconclusive: {check.explain()}"})
         if not check.passed:
-            failure = ET.SubElement(
-                case, "failure", {"message": check.explain(), "type": check.kind}
-            )
+            kind = f"{check.kind} inconclusive" if check.inconclusive else check.kind
+            failure = ET.SubElement(case, "failure", {"message": check.explain(), "type": kind})
             failure.text = "\n".join(
                 f"{k}: {v}"
                 for k, v in (
@@ -190,6 +263,7 @@ def write_junit(
                     ("threshold", f"{check.kind} {fmt(check.threshold)}"),
                     ("baseline", fmt(check.baseline)),
                     ("delta", check.delta_text()),
+                    ("basis", check.basis),
                 )
             )
         ET.SubElement(case, "system-out").text = check.explain()
@@ -207,29 +281,37 @@ def summary_markdown(
 ) -> str:
     """A Markdown table fit for a pull-request comment and for ``$GITHUB_STEP_SUMMARY``."""
     failed = sum(not c.passed for c in checks)
+    unsure = sum(c.inconclusive for c in checks)
+    also = f", {unsure} inconclusive" if unsure else ""
     head = (
-        f"## ✅ cvscore gate `{gate}` passed: {len(checks)} checks, 0 failed"
+        f"## ✅ cvscore gate `{gate}` passed: {len(checks)} checks, 0 failed{also}"
         if not failed
-        else f"## ❌ cvscore gate `{gate}` failed: {failed} of {len(checks)} checks failed"
+        else f"## ❌ cvscore gate `{gate}` failed: {failed} of {len(checks)} checks failed{also}"
     )
     lines = [
         head,
         "",
-        "| | check | figure | value | threshold | baseline | delta | relative | delta is |",
-        "|---|---|---|--:|---|--:|--:|--:|---|",
+        "| | check | figure | value | threshold | baseline | delta | relative | delta is "
+        "| interval | verdict basis |",
+        "|---|---|---|--:|---|--:|--:|--:|---|---|---|",
     ]
     for c in checks:
         rel = "–" if c.delta_relative is None else fmt_percent(c.delta_relative)
+        mark = "⚠️" if c.inconclusive and c.passed else "✅" if c.passed else "❌"
+        ci = "–" if c.interval is None else f"{c.interval.of} {c.interval.text()}"
         lines.append(
-            f"| {'✅' if c.passed else '❌'} | {c.name} | `{c.figure}` | {fmt(c.value)} | "
+            f"| {mark} | {c.name} | `{c.figure}` | {fmt(c.value)} | "
             f"{c.condition} | {fmt(c.baseline)} | {fmt(c.delta, sign=True)} | {rel} | "
-            f"{c.delta_kind} |"
+            f"{c.delta_kind} | {ci} | {c.basis} |"
         )
     lines += [
         "",
         "Delta: for `min` / `max` the margin to the threshold (positive: inside the bound), "
         "for `max_drop` the change from the baseline (value − baseline); relative: as a "
-        "fraction of the threshold or the baseline.",
+        "fraction of the threshold or the baseline. Interval: a paired bootstrap interval "
+        "(same resampled images for this run and the baseline) of the figure, or of the drop "
+        "for `max_drop`, for checks with `confidence`; ⚠️ marks an inconclusive check (the "
+        "interval straddles the threshold) that does not fail the gate.",
         "",
         f"Runtime `{runtime}`; figures rounded to {digits} significant digits"
         + (f"; baseline `{baseline}`." if baseline else "; no baseline."),

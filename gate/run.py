@@ -18,9 +18,20 @@ from typing import Any
 
 from ..evaluate import drivers
 from ..evaluate.backends import Backend
+from ..evaluate.errors import DataError
 from ..evaluate.readers import read_retrieval
+from .bootstrap import Bootstrap, PairingError, figure_intervals
 from .checks import evaluate_checks
 from .config import GateConfig
+from .evidence import (
+    EVIDENCE_FILE,
+    Evidence,
+    evidence_bytes,
+    evidence_path,
+    load_evidence,
+    report_section,
+)
+from .plots import bootstrap_plots
 from .report import (
     REPORT_FORMAT,
     CheckResult,
@@ -43,6 +54,7 @@ class Evaluation:
     samples: dict[str, list[float]] = field(default_factory=dict)
     curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evidence: dict[str, dict[str, Any]] = field(default_factory=dict)  # see evidence.py
 
 
 def evaluate_gate(config: GateConfig, backend: Backend) -> Evaluation:
@@ -73,6 +85,12 @@ def evaluate_gate(config: GateConfig, backend: Backend) -> Evaluation:
             out.artifacts[m.key] = result.artifact
             out.figures.update({f"{m.key}/{k}": v for k, v in result.figures.items()})
             out.samples.update({f"{m.key}/{k}": v for k, v in result.samples.items()})
+            if result.evidence:
+                out.evidence[m.key] = {
+                    **result.evidence,
+                    "params": m.params,
+                    "figures": list(result.figures),
+                }
     return out
 
 
@@ -137,11 +155,23 @@ def run_gate(
     base_figures = (
         {k: decode(v) for k, v in config.baseline["figures"].items()} if config.baseline else None
     )
-    checks = evaluate_checks(config.checks, figures, base_figures, d)
+    boot = Bootstrap(evaluation.evidence, _baseline_evidence(config), config.seed)
+    try:
+        checks = evaluate_checks(config.checks, figures, base_figures, d, boot)
+        intervals = (
+            figure_intervals(boot, list(figures), config.resamples, config.confidence, d)
+            if config.resamples
+            else {}
+        )
+    except PairingError as exc:
+        raise DataError(str(exc)) from None
     seconds = time.perf_counter() - t0
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    evidence_data = evidence_bytes(evaluation.evidence)
+    (out_dir / EVIDENCE_FILE).write_bytes(evidence_data)
     plots = _plots(config, out_dir, samples, curves, figures)
+    plots += bootstrap_plots(out_dir, list(zip(config.checks, checks, strict=True)), boot)
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "gate": config.name,
@@ -173,6 +203,14 @@ def run_gate(
             for key, p in ds.files.items()
         },
         "checks": [c.to_json() for c in checks],
+        "evidence": report_section(evidence_data, evaluation.evidence, EVIDENCE_FILE),
+        "bootstrap": {
+            "method": "percentile, paired (the same resampled units for run and baseline)",
+            "seed": config.seed,
+            "resamples": config.resamples,
+            "confidence": config.confidence,
+            "intervals": intervals,
+        },
         "passed": not any(not c.passed for c in checks),
         "baseline": shown(config.baseline_path),
         "run": {
@@ -201,6 +239,19 @@ def run_gate(
     (out_dir / "summary.md").write_text(summary, encoding="utf-8")
     append_step_summary(summary)
     return GateResult(checks, report, out_dir, plots)
+
+
+def _baseline_evidence(config: GateConfig) -> Evidence | None:
+    """The baseline's evidence, when it has an evidence file (else None: nothing pairs)."""
+    if config.baseline_path is None or config.baseline is None:
+        return None
+    path = evidence_path(config.baseline_path, config.baseline)
+    if path is None or not path.is_file():
+        return None
+    try:
+        return load_evidence(path)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
 
 
 def write_problems(

@@ -84,6 +84,7 @@ _NOUNS = {
 
 GATE_RUNTIMES = ("eager", "torchscript", "onnx")
 REDUCTIONS = ("mean", "median", "min", "max", "std")
+INCONCLUSIVE = ("fail", "warn", "pass")
 
 # -- the schema -----------------------------------------------------------------------------
 TOP: dict[str, Field] = {
@@ -97,6 +98,16 @@ GATE: dict[str, Field] = {
     "digits": Field("int", "significant digits of every figure", minimum=2, maximum=15),
     "baseline": Field("path", "a previous report.json, for max_drop checks"),
     "batch_size": Field("int", "rows per batch", minimum=1),
+    "seed": Field("int", "the bootstrap's seed", minimum=0),
+    "resamples": Field(
+        "int",
+        "bootstrap resamples for every figure's interval (0: none)",
+        minimum=0,
+        maximum=100000,
+    ),
+    "confidence": Field(
+        "number", "the level of every figure's interval", minimum=0.5, maximum=0.999
+    ),
 }
 # kind -> its keys besides `kind` and `metrics`; a path's doc says what it must name.
 DATASETS: dict[str, dict[str, Field]] = {
@@ -138,6 +149,13 @@ CHECK: dict[str, Field] = {
     "max_drop": Field("number", "the largest drop from the baseline", minimum=0),
     "drop": Field("str", "how max_drop is measured", choices=("absolute", "relative")),
     "higher_is_better": Field("bool", "the direction of a drop (default: the metric's)"),
+    "confidence": Field(
+        "number", "decide on a bootstrap interval at this level", minimum=0.5, maximum=0.999
+    ),
+    "resamples": Field("int", "bootstrap resamples for `confidence`", minimum=100, maximum=100000),
+    "inconclusive": Field(
+        "str", "what an interval straddling the threshold means", choices=INCONCLUSIVE
+    ),
 }
 
 

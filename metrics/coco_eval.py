@@ -294,6 +294,12 @@ class CocoAggregator:
         out._gt = dict(zip(arrays["gt_categories"].tolist(), arrays["gt_counts"], strict=True))
         return out
 
+    def detections(self) -> dict[str, np.ndarray]:
+        """Every kept detection: category, image, rank, score, tp and ignore flags
+        (``bool[D, A, T]``), in the order the updates folded them."""
+        dets = self._dets()
+        return {f: getattr(dets, f) for f in ("category", "image", "rank", "score", "tp", "ignore")}
+
     # -- figures ----------------------------------------------------------------------------
     def accumulate(self) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """``precision[T, R, K, A, M]`` and ``recall[T, K, A, M]`` as ``COCOeval.eval``."""

@@ -7,7 +7,9 @@ Two "models" are simulated against the same ground truth: a *good* one (small bo
 few wrong pixels, little image noise, tight embedding clusters) and a *bad* one (worse on
 every count). ``pass.toml`` gates the good predictions, ``fail.toml`` the bad ones, both
 against ``baseline.json``: the good model's report, written by this script from ``pass.toml``
-with its regression checks left out. Everything is seeded, so a rerun writes the same bytes.
+with its regression checks left out, and ``baseline.npz`` beside it, that run's per-sample
+evidence (what ``confidence`` checks resample). Everything is seeded, so a rerun writes the
+same bytes.
 """
 
 from __future__ import annotations
@@ -122,6 +124,25 @@ def _embeddings(rng: np.random.Generator) -> None:
         np.save(DATA / "embeddings" / f"embeddings_{model}.npy", emb.astype(np.float32))
 
 
+def _candidate(rng: np.random.Generator) -> None:
+    """A retrained *candidate* for ``confidence.toml``: the good model's detections
+    re-jittered a little (a small, uncertain change) and its images slightly noisier (a
+    small but consistent regression)."""
+    dets = json.loads((DATA / "coco" / "detections_good.json").read_text())
+    for d in dets:
+        x, y, w, h = d["bbox"]
+        dx, dy, dw, dh = rng.normal(0, 0.03, size=4) * [w, h, w, h]
+        d["bbox"] = [round(float(v), 2) for v in (x + dx, y + dy, max(w + dw, 1), max(h + dh, 1))]
+    (DATA / "coco" / "detections_candidate.json").write_text(json.dumps(dets, indent=1) + "\n")
+    out = DATA / "images" / "pred_candidate"
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted((DATA / "images" / "pred_good").glob("*.png")):
+        img = np.asarray(Image.open(path), dtype=np.float64) / 255
+        img = img + rng.normal(0, 0.012, img.shape)
+        u8 = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+        Image.fromarray(u8, "RGB").save(out / path.name)
+
+
 def make_data() -> None:
     if DATA.exists():
         shutil.rmtree(DATA)
@@ -131,6 +152,7 @@ def make_data() -> None:
     _segmentation(rng)
     _images(rng)
     _embeddings(rng)
+    _candidate(np.random.default_rng(SEED + 1))  # its own stream: the files above keep theirs
 
 
 def make_baseline(repository: Path | None = None) -> Path:
@@ -148,6 +170,9 @@ def make_baseline(repository: Path | None = None) -> Path:
     report = json.loads((out / "report.json").read_text())
     report["run"] = {"note": "written by examples/gate/make_data.py"}
     target = HERE / "baseline.json"
+    evidence = target.with_suffix(".npz")
+    evidence.write_bytes((out / report["evidence"]["file"]).read_bytes())
+    report["evidence"]["file"] = evidence.name
     target.write_text(dumps_report(report))
     shutil.rmtree(out)
     if result.failed:

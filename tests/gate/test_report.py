@@ -42,8 +42,9 @@ def test_summary_and_junit_state_the_kind_of_each_delta(tmp_path: Path) -> None:
     rows = [
         line for line in text.splitlines() if line.startswith("| ✅") or line.startswith("| ❌")
     ]
-    assert rows[0].endswith("| 0.6 | +0.05 | +10% | margin to threshold |"), rows[0]
-    assert rows[2].endswith("| 0.6 | -0.05 | -8.33% | change from baseline |"), rows[2]
+    # no `confidence`: no interval, decided on the point value
+    assert rows[0].endswith("| 0.6 | +0.05 | +10% | margin to threshold | – | point value |")
+    assert rows[2].endswith("| 0.6 | -0.05 | -8.33% | change from baseline | – | point value |")
     assert "margin to the threshold (positive: inside the bound)" in text
     write_junit(tmp_path / "junit.xml", "g", results, 1.0, {})
     failure = ET.parse(tmp_path / "junit.xml").getroot().find(".//failure")

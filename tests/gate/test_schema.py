@@ -79,8 +79,8 @@ def test_a_table_reports_unknown_missing_and_bad_keys_with_lines() -> None:
     shown = sorted(str(p) for p in problems.items)
     assert shown == [
         "g.toml:2: checks[0].figure: expected a string, got 3",
-        "g.toml:3: checks[0].mn: unknown key (expected one of drop, figure, higher_is_better, "
-        "max, max_drop, min, name)",
+        "g.toml:3: checks[0].mn: unknown key (expected one of confidence, drop, figure, "
+        "higher_is_better, inconclusive, max, max_drop, min, name, resamples)",
     ]
     problems = Problems("g.toml", Lines("[[checks]]\nmin = 1\n"))
     problems.table(("checks", 0), {"min": 1}, CHECK)
