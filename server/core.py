@@ -129,26 +129,30 @@ class ScoringCore:
 
     async def start(self) -> None:
         """Create the batchers on the running loop and report ready."""
-        o = self.options
         for model in self.models.values():
-            batched = {t.name: t.batched for t in model.signature.inputs}
-            for kind, runtime in model.runtimes.items():
-                batcher = Batcher(
-                    f"{model.name}/{kind}",
-                    runtime.run,
-                    self._executor,
-                    batched,
-                    max_batch_size=o.max_batch_size,
-                    max_delay_s=o.max_queue_delay_us / 1e6,
-                    max_queue_size=o.max_queue_size,
-                    align=o.align,
-                    splittable=model.signature.splittable,
-                    max_cost=o.limits.max_work_bytes,
-                )
-                batcher.hooks.extend(self._hooks)
-                batcher.start()
-                model.batchers[kind] = batcher
+            self.start_model(model)
         self.ready = True
+
+    def start_model(self, model: Model) -> None:
+        """Create and start one model's batchers (on the running loop)."""
+        o = self.options
+        batched = {t.name: t.batched for t in model.signature.inputs}
+        for kind, runtime in model.runtimes.items():
+            batcher = Batcher(
+                f"{model.name}/{kind}",
+                runtime.run,
+                self._executor,
+                batched,
+                max_batch_size=o.max_batch_size,
+                max_delay_s=o.max_queue_delay_us / 1e6,
+                max_queue_size=o.max_queue_size,
+                align=o.align,
+                splittable=model.signature.splittable,
+                max_cost=o.limits.max_work_bytes,
+            )
+            batcher.hooks.extend(self._hooks)
+            batcher.start()
+            model.batchers[kind] = batcher
 
     async def drain(self) -> None:
         """Stop taking requests and finish the queued ones without waiting for delays."""
