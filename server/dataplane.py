@@ -80,6 +80,8 @@ class DataPlane:
     def model_ready(self, name: str, version: str = "") -> bool:
         if name in self.core.failed:  # in the repository, but it cannot be served
             return False
+        if name not in self.core.models and name in self.control.unloaded():
+            return False  # in the repository, not loaded (model control)
         return self.ready() and self.model(name, version).ready
 
     # -- metadata -------------------------------------------------------------------------

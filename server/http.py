@@ -58,6 +58,7 @@ FROM_HTTP = {
     405: "UNIMPLEMENTED",
     413: "RESOURCE_EXHAUSTED",
 }
+RUNTIME = web.RequestKey("cvscore.runtime", str)  # what _observe labels the call with
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -180,9 +181,9 @@ class HttpFrontEnd:
         model = self.plane.serving(*self._model(request))  # 404 / 503 before the body is read
         body = await request.read()
         parsed = rest.parse_infer(body, request.headers.get(rest.HEADER_LENGTH))
-        request["cvscore.runtime"] = parsed.runtime
+        request[RUNTIME] = parsed.runtime
         done = await self.plane.infer(model, parsed.inputs, parsed.outputs, parsed.runtime)
-        request["cvscore.runtime"] = done.result.runtime
+        request[RUNTIME] = done.result.runtime
         payload, header_length = rest.encode_infer(done, parsed)
         if header_length is None:
             return web.Response(body=payload, content_type="application/json")
@@ -215,7 +216,7 @@ class HttpFrontEnd:
             code = "CANCELLED"  # the client went away
             raise
         finally:
-            call.runtime = request.get("cvscore.runtime")
+            call.runtime = request.get(RUNTIME)
             if inflight is not None:
                 inflight.dec()
             record(self.telemetry, self.core, call, code)
