@@ -275,6 +275,10 @@ def main(config: ServerConfig, progress: bool = True) -> int:
 
         def announce(server: Server) -> None:
             print(f"cvscore serving on {server.address}", flush=True)
+            if server.http is not None:  # a line of its own: tools read the one above
+                scheme = "https" if server.tls else "http"
+                where = format_address(config.host, server.http_port)
+                print(f"cvscore serving HTTP on {scheme}://{where}", flush=True)
 
         await serve(config, stop, announce)
 

@@ -67,7 +67,7 @@ class Telemetry:
         r = self.registry
         self.requests = Counter(
             "cvscore_requests",
-            "Completed gRPC calls by method, metric, runtime and status code.",
+            "Completed calls (gRPC; HTTP as method http/...) by method, metric, runtime and status code.",
             ["method", "metric", "runtime", "code"],
             registry=r,
         )
