@@ -198,8 +198,7 @@ class Server:
         await self.control.stop()
         await self.health.enter_graceful_shutdown()
         stopping = [asyncio.ensure_future(self.grpc.stop(grace))]
-        if self.http is not None:
-            self.http.grace_s = grace
+        if self.http is not None:  # in-flight HTTP requests get config.grace_s
             stopping.append(asyncio.ensure_future(self.http.stop()))
         await self.core.drain()
         await asyncio.gather(*stopping)

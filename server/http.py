@@ -25,12 +25,12 @@ import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from . import logs, rest
-from .core import ScoringCore
+from .core import INLINE_BYTES, ScoringCore
 from .dataplane import DataPlane
 from .errors import QueueFullError, ScoringError, TooLargeError, clip
 from .security import TokenAuthInterceptor
@@ -60,7 +60,15 @@ FROM_HTTP = {
 }
 RUNTIME = web.RequestKey("cvscore.runtime", str)  # what _observe labels the call with
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
+T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def _offload(nbytes: int, fn: Callable[[], T]) -> T:
+    """Parse or encode small bodies inline, large ones (JSON is slow) off the event loop."""
+    if nbytes <= INLINE_BYTES:
+        return fn()
+    return await asyncio.get_running_loop().run_in_executor(None, fn)
 
 
 def status_of(exc: ScoringError) -> int:
@@ -180,11 +188,13 @@ class HttpFrontEnd:
     async def infer(self, request: web.Request) -> web.Response:
         model = self.plane.serving(*self._model(request))  # 404 / 503 before the body is read
         body = await request.read()
-        parsed = rest.parse_infer(body, request.headers.get(rest.HEADER_LENGTH))
+        length = request.headers.get(rest.HEADER_LENGTH)
+        parsed = await _offload(len(body), lambda: rest.parse_infer(body, length))
         request[RUNTIME] = parsed.runtime
         done = await self.plane.infer(model, parsed.inputs, parsed.outputs, parsed.runtime)
         request[RUNTIME] = done.result.runtime
-        payload, header_length = rest.encode_infer(done, parsed)
+        nbytes = sum(a.nbytes for a in done.result.outputs.values())
+        payload, header_length = await _offload(nbytes, lambda: rest.encode_infer(done, parsed))
         if header_length is None:
             return web.Response(body=payload, content_type="application/json")
         return web.Response(

@@ -244,6 +244,23 @@ def test_the_binary_tensor_extension(server: BackgroundServer, stub: pb_grpc.Sco
     assert status == 200 and data[n:] == expected.tobytes()
 
 
+def test_large_requests_score_the_same_both_ways(
+    http: tch.InferenceServerClient, triton: tcg.InferenceServerClient
+) -> None:
+    """Bodies over 1 MiB are parsed and encoded off the event loop; the numbers agree."""
+    gen = np.random.default_rng(11)
+    arrays = {k: gen.standard_normal((64, 8192)).astype(np.float32) for k in ("preds", "target")}
+    expected = triton.infer("l1", _inputs(tcg, arrays)).as_numpy("score")
+    for binary in (True, False):  # 4 MiB of binary tensors; about 10 MB of JSON
+        got = http.infer(
+            "l1",
+            _inputs(tch, arrays, binary),
+            outputs=[tch.InferRequestedOutput("score", binary_data=binary)],
+        ).as_numpy("score")
+        assert got.tobytes() == expected.tobytes()
+    np.testing.assert_allclose(expected, np.abs(arrays["preds"] - arrays["target"]).mean(1), 1e-5)
+
+
 # -- errors -------------------------------------------------------------------------------------
 def _giou_body(**changes: Any) -> dict:
     arrays = _arrays("giou", seed=3, n=2)
