@@ -32,7 +32,7 @@ from aiohttp import web
 from . import logs, rest
 from .core import INLINE_BYTES, ScoringCore
 from .dataplane import DataPlane
-from .errors import QueueFullError, ScoringError, TooLargeError, clip
+from .errors import QueueFullError, ScoringError, TooLargeError, clip, shown
 from .security import TokenAuthInterceptor
 from .status import to_status
 from .telemetry import REQUEST_ID, Call, Telemetry, record, request_id_of
@@ -239,7 +239,7 @@ class HttpFrontEnd:
             if self.auth is not None and not self.auth.authorized(
                 (("authorization", request.headers.get("Authorization", "")),)
             ):
-                log.warning("unauthenticated HTTP request to %s refused", request.path[:128])
+                log.warning("unauthenticated HTTP request to %s refused", shown(request.path, 128))
                 return self._refusal(
                     401,
                     "UNAUTHENTICATED",
@@ -256,7 +256,8 @@ class HttpFrontEnd:
             return self._refusal(status, exc.code, exc.message, headers)
         except web.HTTPException as exc:  # aiohttp's: no route, wrong method, body too large
             code = FROM_HTTP.get(exc.status, "INVALID_ARGUMENT" if exc.status < 500 else "INTERNAL")
-            message = exc.text if exc.status != 404 else f"No route {request.method} {request.path}"
+            route = f"No route {shown(request.method)} {shown(request.path, 256)}"
+            message = exc.text if exc.status != 404 else route
             return self._refusal(exc.status, code, message or exc.reason, {})
         except asyncio.CancelledError:
             raise
