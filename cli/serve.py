@@ -12,7 +12,7 @@ from .errors import CliError
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("serve", help="serve a model repository over gRPC")
+    p = sub.add_parser("serve", help="serve a model repository over gRPC (and HTTP)")
     p.add_argument(
         "--repository", help="repository directory (default: the cache, built on first start)"
     )
@@ -63,6 +63,25 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument(
         "--log-format", default="text", choices=("text", "json"), help="json: one object a line"
+    )
+    p.add_argument(
+        "--http-port",
+        type=int,
+        help="also serve KServe v2 over HTTP/REST here (Triton's is 8000; 0 picks a free "
+        "port; default: off)",
+    )
+    p.add_argument(
+        "--model-control",
+        default="none",
+        choices=("none", "explicit", "poll"),
+        help="none: serve what is found at start; explicit: RepositoryModelLoad / Unload "
+        "(gRPC and HTTP) load and unload models; poll: rescan the repository periodically",
+    )
+    p.add_argument(
+        "--repository-poll-secs",
+        type=float,
+        default=15.0,
+        help="with --model-control poll: seconds between rescans",
     )
     g = p.add_argument_group("security")
     g.add_argument("--tls-cert", metavar="PEM", help="serve over TLS with this certificate")
@@ -120,6 +139,9 @@ def run(args: argparse.Namespace) -> int:
             health_port=args.health_port,
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host,
+            http_port=args.http_port,
+            model_control=args.model_control,
+            repository_poll_s=args.repository_poll_secs,
         )
     except ValueError as exc:  # a flag out of range, half a TLS pair
         raise CliError(str(exc)) from exc

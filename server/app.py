@@ -17,23 +17,22 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ..exporters.repository import check_model_name
 from ..v1 import scoring_pb2, scoring_pb2_grpc
 from . import security
-from .admission import Limits
-from .core import CoreOptions, ScoringCore
+from .config import ServerConfig
+from .control import ModelControl
+from .core import Model, ScoringCore
+from .dataplane import DataPlane
 from .errors import shown
+from .http import HttpFrontEnd
 from .kserve import SERVICE as KSERVE_SERVICE
 from .kserve import KServeServicer, Messages, private_pool
-from .runtimes import RUNTIMES
 from .servicer import ScoringServicer
 from .startup import check_repository, prepare_repository
 from .telemetry import Telemetry, TelemetryInterceptor
@@ -57,89 +56,6 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    """Everything ``cvscore serve`` can be told; built from flags in ``main()``."""
-
-    repository: Path
-    host: str = "127.0.0.1"
-    port: int = 8001
-    device: str = "auto"
-    runtime: str = "auto"  # runtimes to load: "auto" (every artifact) or a comma list
-    models: tuple[str, ...] = ()  # serve only these (default: every model)
-    export_missing: bool = False  # export registered metrics missing from the repository
-    max_batch_size: int = 64  # 1 turns dynamic batching off
-    max_queue_delay_us: int = 500
-    max_queue_size: int = 256
-    max_message_mb: int = 256
-    # the admission budget of one request (server/admission.py)
-    max_request_mb: float = 256.0  # its inputs, decoded and cast
-    max_work_mb: float = 1024.0  # what its graph allocates (an estimate), inputs included
-    align: int = 16
-    workers: int = 2
-    grace_s: float = 30.0
-    # security (see server/security.py)
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None  # set: clients must present a certificate it signed
-    auth_tokens_file: Path | None = None
-    health_port: int | None = None  # a plaintext port serving only health (kubelet probes)
-    # observability (see server/telemetry.py)
-    metrics_port: int | None = None  # Prometheus /metrics; None: off, 0: a free port
-    metrics_host: str = ""  # default: `host`
-
-    def runtimes(self) -> tuple[str, ...]:
-        if self.runtime in ("", "auto"):
-            return ()
-        chosen = tuple(r.strip() for r in self.runtime.split(",") if r.strip())
-        unknown = [r for r in chosen if r not in RUNTIMES]
-        if unknown:
-            raise ValueError(
-                f"Expected `runtime` to be auto or a comma list of {list(RUNTIMES)}, got {unknown}"
-            )
-        return chosen
-
-    def core_options(self) -> CoreOptions:
-        return CoreOptions(
-            device=self.device,
-            runtimes=self.runtimes(),
-            max_batch_size=self.max_batch_size,
-            max_queue_delay_us=self.max_queue_delay_us,
-            max_queue_size=self.max_queue_size,
-            align=self.align,
-            workers=self.workers,
-            limits=Limits.from_mb(self.max_request_mb, self.max_work_mb),
-        )
-
-    def validate(self) -> None:
-        self.runtimes()
-        for name in (
-            "max_batch_size",
-            "max_queue_size",
-            "max_message_mb",
-            "max_request_mb",
-            "max_work_mb",
-            "align",
-            "workers",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Expected `{name}` to be at least 1, got {getattr(self, name)}")
-        if self.max_queue_delay_us < 0:
-            raise ValueError(
-                f"Expected `max_queue_delay_us` to be non-negative, got {self.max_queue_delay_us}"
-            )
-        for name in ("port", "health_port", "metrics_port"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value <= 65535:
-                raise ValueError(f"Expected `{name}` in [0, 65535], got {value}")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("Expected both `tls_cert` and `tls_key`, or neither")
-        if self.tls_client_ca is not None and self.tls_cert is None:
-            raise ValueError("`tls_client_ca` (mutual TLS) needs `tls_cert` and `tls_key`")
-        for name in self.models:
-            check_model_name(name)
-
-
 # -- the server -----------------------------------------------------------------------------
 def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -157,9 +73,11 @@ class Server:
         interceptors: list[grpc.aio.ServerInterceptor] = [
             TelemetryInterceptor(self.telemetry, core)  # outermost: sees refusals too
         ]
+        auth = None
         if config.auth_tokens_file is not None:
             tokens = security.load_tokens(config.auth_tokens_file)
-            interceptors.append(security.TokenAuthInterceptor(tokens))
+            auth = security.TokenAuthInterceptor(tokens)
+            interceptors.append(auth)
             log.info("bearer-token authentication on (%d token(s)); health is open", len(tokens))
         self.decode_guard = DecodeGuardInterceptor()  # innermost: sees decoded requests
         interceptors.append(self.decode_guard)
@@ -178,10 +96,19 @@ class Server:
             "cvscore.max_queue_delay_us": str(config.max_queue_delay_us),
             "cvscore.align": str(config.align),
         }
-        scoring_pb2_grpc.add_ScoringServicer_to_server(ScoringServicer(core), self.grpc)
-        self.grpc.add_generic_rpc_handlers(
-            [KServeServicer(core, Messages(pool), settings).handler()]
+        self.control = ModelControl(
+            core, config.model_control, config.repository_poll_s, config.models
         )
+        self.control.listeners.append(self._model_changed)
+        messages = Messages(pool)
+        plane = DataPlane(core, self.control, messages, settings)
+        scoring_pb2_grpc.add_ScoringServicer_to_server(ScoringServicer(core), self.grpc)
+        self.grpc.add_generic_rpc_handlers([KServeServicer(plane, messages).handler()])
+        # KServe v2 over HTTP on the same loop, over the same data plane
+        self.http: HttpFrontEnd | None = None
+        self.http_port = 0
+        if config.http_port is not None:
+            self.http = HttpFrontEnd(plane, core, self.telemetry, auth, limit, config.grace_s)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         self.services = (SCORING_SERVICE, KSERVE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(self.services, self.grpc, pool=pool)
@@ -208,6 +135,19 @@ class Server:
         await self.grpc.start()
         if self.health_grpc is not None:
             await self.health_grpc.start()
+        if self.http is not None and self.config.http_port is not None:
+            context = None
+            if self.config.tls_cert is not None and self.config.tls_key is not None:
+                context = security.server_ssl_context(
+                    self.config.tls_cert, self.config.tls_key, self.config.tls_client_ca
+                )
+            self.http_port = await self.http.start(self.config.host, self.config.http_port, context)
+            scheme = "https" if context is not None else "http"
+            log.info(
+                "KServe v2 HTTP on %s://%s",
+                scheme,
+                format_address(self.config.host, self.http_port),
+            )
         if self.telemetry is not None and self.config.metrics_port is not None:
             host = self.config.metrics_host or self.config.host
             self.metrics_port = self.telemetry.start_http(host, self.config.metrics_port)
@@ -221,12 +161,14 @@ class Server:
 
     async def load(self) -> None:
         """Load every (model, runtime) once, then report SERVING."""
+        await asyncio.to_thread(self.control.snapshot)  # what polling compares with
         await asyncio.to_thread(self.core.load)
         if self.core.stopping:  # a stop signal arrived while loading: never report SERVING
             return
         await self.core.start()
         if self.telemetry is not None:
             self.telemetry.attach(self.core)
+        self.control.start()
         for model in self.core.models.values():
             await self.health.set(model.name, SERVING if model.ready else NOT_SERVING)
         for name in self.core.failed:
@@ -243,13 +185,23 @@ class Server:
                 ", ".join(shown(n) for n in self.core.failed),
             )
 
+    async def _model_changed(self, name: str, model: Model | None) -> None:
+        """Model control loaded, reloaded or unloaded ``name``: health and metrics follow."""
+        if model is not None and self.telemetry is not None:
+            self.telemetry.attach_model(model)
+        ready = model is not None and model.ready
+        await self.health.set(name, SERVING if ready else NOT_SERVING)
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, finish queued and in-flight requests, release everything."""
         grace = self.config.grace_s if grace is None else grace
+        await self.control.stop()
         await self.health.enter_graceful_shutdown()
-        stopping = asyncio.ensure_future(self.grpc.stop(grace))
+        stopping = [asyncio.ensure_future(self.grpc.stop(grace))]
+        if self.http is not None:  # in-flight HTTP requests get config.grace_s
+            stopping.append(asyncio.ensure_future(self.http.stop()))
         await self.core.drain()
-        await stopping
+        await asyncio.gather(*stopping)
         await self.core.close()
         if self.health_grpc is not None:
             await self.health_grpc.stop(0)
@@ -322,6 +274,10 @@ def main(config: ServerConfig, progress: bool = True) -> int:
 
         def announce(server: Server) -> None:
             print(f"cvscore serving on {server.address}", flush=True)
+            if server.http is not None:  # a line of its own: tools read the one above
+                scheme = "https" if server.tls else "http"
+                where = format_address(config.host, server.http_port)
+                print(f"cvscore serving HTTP on {scheme}://{where}", flush=True)
 
         await serve(config, stop, announce)
 
@@ -334,8 +290,9 @@ class BackgroundServer:
     """The same server on its own event loop in a daemon thread (tests, notebooks).
 
     ``with BackgroundServer(config) as server:`` blocks until every model is loaded;
-    ``server.address`` is where to connect, ``server.core`` the core, ``server.server``
-    the :class:`Server` (``metrics_port``, ``health_port``), and
+    ``server.address`` is where to connect (``server.http_address`` for HTTP),
+    ``server.core`` the core, ``server.server`` the :class:`Server` (``metrics_port``,
+    ``health_port``, ``http_port``, ``control``), and
     :meth:`call` runs a function on the server's loop (to pause batchers, add hooks).
     """
 
@@ -370,6 +327,13 @@ class BackgroundServer:
         finally:
             self._listening.set()
             self._ready.set()
+
+    @property
+    def http_address(self) -> str:
+        """``host:port`` of the KServe HTTP front end (empty when it is off)."""
+        if self.server is None or self.server.http is None:
+            return ""
+        return format_address(self.config.host, self.server.http_port)
 
     def start(self, timeout: float = 300.0, wait: bool = True) -> BackgroundServer:
         """Start the thread; return once listening, or (``wait``) once every model is loaded."""

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DeadlineExceededError, QueueFullError
+from .errors import DeadlineExceededError, NotReadyError, QueueFullError
 from .grouping import Request, group_key, partition
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ class Batcher:
         self._open = asyncio.Event()  # cleared by pause(): a test hook to hold the queue
         self._open.set()
         self._draining = False
+        self._closed = False
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
@@ -112,6 +113,12 @@ class Batcher:
             await asyncio.sleep(0)
 
     async def close(self) -> None:
+        """Stop the worker; what is still queued, or submitted later, is refused."""
+        self._closed = True
+        for request in list(self._queue):
+            if not request.future.done():
+                request.future.set_exception(NotReadyError(f"`{self.label}` was closed"))
+        self._queue.clear()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -145,6 +152,8 @@ class Batcher:
         batch has run.
         """
         loop = asyncio.get_running_loop()
+        if self._closed:  # unloaded (model control) or stopped: nothing would run it
+            raise NotReadyError(f"`{self.label}` is closed (unloaded or stopping); retry")
         if len(self._queue) >= self.max_queue_size:
             raise QueueFullError(
                 f"The queue of `{self.label}` is full ({self.max_queue_size} requests "

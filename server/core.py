@@ -96,9 +96,13 @@ class ScoringCore:
     async def start(self) -> None:
         """Create the batchers on the running loop and report ready."""
         for model in self.models.values():
-            for kind in model.runtimes:
-                self._add_batcher(model, kind)
+            self.start_model(model)
         self.ready = True
+
+    def start_model(self, model: Model) -> None:
+        """Create and start a batcher for each runtime the model has loaded (on the loop)."""
+        for kind in model.runtimes:
+            self._add_batcher(model, kind)
 
     def _add_batcher(self, model: Model, kind: str) -> Batcher:
         o = self.options

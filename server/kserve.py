@@ -17,19 +17,17 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
-from .. import __version__
-from ..exporters.repository import CONFIG
-from ..wire import KSERVE_DTYPES, TO_KSERVE, TRITON_DTYPES
+from ..wire import KSERVE_DTYPES, TO_KSERVE
 from . import tensors
-from .core import ScoringCore
-from .errors import InvalidInputError, NotFoundError, shown
+from .dataplane import DataPlane
+from .errors import InvalidInputError, shown
 from .servicer import deadline_of
 from .status import handle_errors
 
@@ -44,11 +42,6 @@ CONTENTS = {
     "INT64": "int64_contents",
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
-}
-PLATFORMS = {
-    "onnx": "onnxruntime_onnx",
-    "torchscript": "pytorch_libtorch",
-    "torch_export": "torch_export",
 }
 
 
@@ -90,14 +83,11 @@ class Messages:
 
 
 class KServeServicer:
-    """Handlers for ``inference.GRPCInferenceService``; the core does the work."""
+    """Handlers for ``inference.GRPCInferenceService``: messages in and out of the data plane."""
 
-    def __init__(
-        self, core: ScoringCore, messages: Messages, settings: Mapping[str, str] | None = None
-    ) -> None:
-        self.core = core
+    def __init__(self, plane: DataPlane, messages: Messages) -> None:
+        self.plane = plane
         self.m = messages
-        self.settings = dict(settings or {})
 
     # -- registration -------------------------------------------------------------------
     def handler(self) -> grpc.GenericRpcHandler:
@@ -114,15 +104,6 @@ class KServeServicer:
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
     # -- helpers ------------------------------------------------------------------------
-    def _model(self, name: str, version: str) -> Any:
-        model = self.core.model(name)
-        if version not in ("", str(model.signature.version)):
-            raise NotFoundError(
-                f"Model `{shown(name)}` has no version {shown(version)!r}; versions: "
-                f"['{model.signature.version}']"
-            )
-        return model
-
     def _decode(self, request: Any) -> dict[str, tensors.WireTensor]:
         """Inputs as declarations: the core admits them before anything is decoded.
 
@@ -174,135 +155,77 @@ class KServeServicer:
     # -- health and metadata ------------------------------------------------------------
     @handle_errors
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
-        return self.m.ServerLiveResponse(live=True)
+        return self.m.ServerLiveResponse(live=self.plane.live())
 
     @handle_errors
     async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
-        return self.m.ServerReadyResponse(ready=self.core.ready and not self.core.closing)
+        return self.m.ServerReadyResponse(ready=self.plane.ready())
 
     @handle_errors
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
-        if request.name in self.core.failed:  # in the repository, but it cannot be served
-            return self.m.ModelReadyResponse(ready=False)
-        model = self._model(request.name, request.version)
-        ready = self.core.ready and not self.core.closing and model.ready
-        return self.m.ModelReadyResponse(ready=ready)
+        return self.m.ModelReadyResponse(
+            ready=self.plane.model_ready(request.name, request.version)
+        )
 
     @handle_errors
     async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
-        return self.m.ServerMetadataResponse(
-            name="cvscore", version=__version__, extensions=["model_configuration", "parameters"]
-        )
+        return self.m.ServerMetadataResponse(**self.plane.server_metadata())
 
     @handle_errors
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
-        model = self._model(request.name, request.version)
-        s = model.signature
-        meta = self.m.get("inference.ModelMetadataResponse.TensorMetadata")
-        return self.m.ModelMetadataResponse(
-            name=s.name,
-            versions=[str(s.version)],
-            platform=PLATFORMS.get(model.default_runtime, "cvscore"),
-            inputs=[
-                meta(name=t.name, datatype=TO_KSERVE[t.dtype], shape=t.dims()) for t in s.inputs
-            ],
-            outputs=[
-                meta(name=t.name, datatype=TO_KSERVE[t.dtype], shape=t.dims()) for t in s.outputs
-            ],
-        )
+        meta = self.plane.model_metadata(request.name, request.version)
+        tensor = self.m.get("inference.ModelMetadataResponse.TensorMetadata")
+        for key in ("inputs", "outputs"):
+            meta[key] = [tensor(**t) for t in meta[key]]
+        return self.m.ModelMetadataResponse(**meta)
 
     @handle_errors
     async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
-        model = self._model(request.name, request.version)
-        config = self.m.ModelConfig()
-        path = self.core.repository / model.name / CONFIG
-        if path.is_file():
-            text_format.Parse(path.read_text(), config, allow_unknown_field=True)
-        else:
-            self._fill_config(config, model)
-        params = {
-            "cvscore.runtimes": ",".join(model.runtime_names()),
-            "cvscore.default_runtime": model.default_runtime,
-            "cvscore.device": model.device,
-            **self.settings,
-        }
-        for key, value in params.items():
-            config.parameters[key].string_value = value
+        config = self.plane.model_config(request.name, request.version)
         return self.m.ModelConfigResponse(config=config)
-
-    def _fill_config(self, config: Any, model: Any) -> None:
-        s = model.signature
-        config.name = s.name
-        config.backend = "onnxruntime"
-        config.max_batch_size = 0
-        data_type = self.m.pool.FindEnumTypeByName("inference.DataType")
-        for t in s.inputs:
-            config.input.add(
-                name=t.name,
-                data_type=data_type.values_by_name[TRITON_DTYPES[t.dtype]].number,
-                dims=t.dims(),
-            )
-        for t in s.outputs:
-            config.output.add(
-                name=t.name,
-                data_type=data_type.values_by_name[TRITON_DTYPES[t.dtype]].number,
-                dims=t.dims(),
-            )
 
     @handle_errors
     async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
         index = self.m.get("inference.RepositoryIndexResponse.ModelIndex")
-        models = []
-        for name in self.core.expected:
-            model = self.core.models.get(name)
-            if name in self.core.failed:
-                state, reason = "UNAVAILABLE", self.core.failed[name]
-            elif model is None:
-                state, reason = "LOADING", ""
-            elif model.ready:
-                state, reason = "READY", ""
-            else:
-                state, reason = "UNAVAILABLE", model.reason()
-            if request.ready and state != "READY":
-                continue
-            version = str(model.signature.version) if model else "1"
-            models.append(index(name=name, version=version, state=state, reason=reason))
+        models = [index(**m) for m in self.plane.index(ready_only=request.ready)]
         return self.m.RepositoryIndexResponse(models=models)
+
+    # -- model control --------------------------------------------------------------------
+    @handle_errors
+    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        await self.plane.load(request.model_name, list(request.parameters))
+        return self.m.RepositoryModelLoadResponse()
+
+    @handle_errors
+    async def RepositoryModelUnload(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> Message:
+        await self.plane.unload(request.model_name, list(request.parameters))
+        return self.m.RepositoryModelUnloadResponse()
 
     # -- inference ------------------------------------------------------------------------
     @handle_errors
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
-        model = self._model(request.model_name, request.model_version)
-        self.core.serving(model.name)
         runtime = "auto"
         if "runtime" in request.parameters:
             runtime = request.parameters["runtime"].string_param
-        wanted = [o.name for o in request.outputs] or [t.name for t in model.signature.outputs]
-        unknown = [shown(n) for n in wanted if n not in model.signature.output_names()]
-        if unknown:
-            raise InvalidInputError(
-                f"Model `{model.name}` has no output {unknown}; "
-                f"outputs: {model.signature.output_names()}"
-            )
-        result = await self.core.score(
-            model.name,
+        model = self.plane.serving(request.model_name, request.model_version)
+        done = await self.plane.infer(
+            model,
             self._decode(request),
+            [o.name for o in request.outputs],
             runtime=runtime,
-            reduction="none",
             deadline=deadline_of(context),
-            exact_dtypes=True,
         )
         response = self.m.ModelInferResponse(
-            model_name=model.name,
-            model_version=str(model.signature.version),
-            id=request.id,
+            model_name=done.model.name, model_version=done.version, id=request.id
         )
-        for name in wanted:
-            array = result.outputs[name]
+        for name in done.outputs:
+            array = done.result.outputs[name]
             response.outputs.add(
                 name=name, datatype=TO_KSERVE[tensors.dtype_name(array.dtype)], shape=array.shape
             )
             response.raw_output_contents.append(tensors.to_bytes(array))
-        response.parameters["runtime"].string_param = result.runtime
-        response.parameters["device"].string_param = result.device
+        response.parameters["runtime"].string_param = done.result.runtime
+        response.parameters["device"].string_param = done.result.device
         return response

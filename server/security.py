@@ -48,6 +48,21 @@ def server_credentials(
     )
 
 
+def server_ssl_context(
+    cert: str | Path, key: str | Path, client_ca: str | Path | None = None
+) -> ssl.SSLContext:
+    """The same TLS (and mutual TLS) for the HTTP front end as :func:`server_credentials`."""
+    check_key_pair(cert, key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert), str(key))
+    if client_ca is not None:
+        read_pem(client_ca, "client CA")
+        context.load_verify_locations(cafile=str(client_ca))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 def check_key_pair(cert: str | Path, key: str | Path) -> None:
     """ValueError naming the problem when ``key`` is not the private key of ``cert``."""
     read_pem(cert, "TLS certificate")

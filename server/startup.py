@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .app import ServerConfig
+    from .config import ServerConfig
 
 log = logging.getLogger("cvscore.server.app")
 
@@ -65,10 +65,10 @@ def check_repository(config: ServerConfig, present: Sequence[str], known: Sequen
                 f"The repository {repo} does not exist; pass --export-missing to export the "
                 f"metric zoo into it, or run `cvscore export --out {repo}` first"
             )
-        if not present:
+        if not present and config.model_control == "none":  # others may load models later
             raise ValueError(
                 f"The repository {repo} holds no models; pass --export-missing to export the "
-                "metric zoo into it"
+                "metric zoo into it, or serve it with --model-control explicit or poll"
             )
     servable = set(present) | (set(known) if config.export_missing else set())
     unknown = [n for n in config.models if n not in servable]

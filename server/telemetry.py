@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from .batcher import Batcher, Request
-    from .core import ScoringCore
+    from .core import Model, ScoringCore
 
 log = logging.getLogger("cvscore.access")
 
@@ -67,7 +67,7 @@ class Telemetry:
         r = self.registry
         self.requests = Counter(
             "cvscore_requests",
-            "Completed gRPC calls by method, metric, runtime and status code.",
+            "Completed calls (gRPC; HTTP as method http/...) by method, metric, runtime and status code.",
             ["method", "metric", "runtime", "code"],
             registry=r,
         )
@@ -140,8 +140,12 @@ class Telemetry:
     def attach(self, core: ScoringCore) -> None:
         """Observe queue time and batch size on every batcher of a started core."""
         for model in core.models.values():
-            for kind, batcher in model.batchers.items():
-                batcher.hooks.append(self._batch_hook(model.name, kind, batcher))
+            self.attach_model(model)
+
+    def attach_model(self, model: Model) -> None:
+        """Observe one started model's batchers (a model loaded while the server runs)."""
+        for kind, batcher in model.batchers.items():
+            batcher.hooks.append(self._batch_hook(model.name, kind, batcher))
 
     def _batch_hook(self, metric: str, runtime: str, batcher: Batcher) -> Callable[..., None]:
         queue = self.queue.labels(metric, runtime)
@@ -164,7 +168,7 @@ class Telemetry:
 
 
 # -- the interceptor ---------------------------------------------------------------------
-def _request_id(metadata: Iterable[Any] | None) -> str:
+def request_id_of(metadata: Iterable[Any] | None) -> str:
     for key, value in metadata or ():
         if key.lower() == REQUEST_ID:
             text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
@@ -204,7 +208,7 @@ def _loggable(text: str) -> str:
     return shown(text, limit=128) if text else "-"
 
 
-class _Call:
+class Call:
     """What the interceptor learns about one call while it runs."""
 
     def __init__(self, method: str, request_id: str) -> None:
@@ -246,7 +250,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or len(parts) < 3 or parts[1] in UNTRACKED_SERVICES:
             return handler
         call = functools.partial(
-            _Call, parts[2], _request_id(handler_call_details.invocation_metadata)
+            Call, parts[2], request_id_of(handler_call_details.invocation_metadata)
         )
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=self._unary(handler.unary_unary, call))  # type: ignore[attr-defined]
@@ -254,7 +258,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
             return handler._replace(stream_unary=self._stream(handler.stream_unary, call))  # type: ignore[attr-defined]
         return handler  # no server-streaming methods are tracked
 
-    def _unary(self, behaviour: Callable[..., Any], make: Callable[[], _Call]) -> Any:
+    def _unary(self, behaviour: Callable[..., Any], make: Callable[[], Call]) -> Any:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             call = make()
             call.saw_request(request)
@@ -262,7 +266,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapper
 
-    def _stream(self, behaviour: Callable[..., Any], make: Callable[[], _Call]) -> Any:
+    def _stream(self, behaviour: Callable[..., Any], make: Callable[[], Call]) -> Any:
         async def wrapper(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
             call = make()
 
@@ -277,7 +281,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
 
     async def _run(
         self,
-        call: _Call,
+        call: Call,
         behaviour: Callable[..., Any],
         request: Any,
         context: grpc.aio.ServicerContext,
@@ -313,32 +317,40 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         finally:
             logs.request_id.reset(token)
 
-    def _record(self, call: _Call, code: grpc.StatusCode) -> None:
-        elapsed = time.perf_counter() - call.start
-        model = self.core.models.get(call.metric)
-        metric = call.metric if model is not None else ("unknown" if call.metric else "")
-        runtime = _runtime_name(call.runtime)
-        if runtime in ("", "auto") and model is not None and model.default_runtime:
-            runtime = model.default_runtime
-        if self.telemetry is not None:
-            self.telemetry.requests.labels(call.method, metric, runtime, code.name).inc()
-            self.telemetry.latency.labels(call.method, metric).observe(elapsed)
-        log.log(
-            logging.DEBUG if code == grpc.StatusCode.OK else logging.INFO,
-            "%s %s %s %.2f ms",
-            call.method,
-            _loggable(call.metric),
-            code.name,
-            elapsed * 1e3,
-            extra={
-                "request_id": call.request_id,
-                "method": call.method,
-                "metric": call.metric[:1024],
-                "runtime": runtime,
-                "code": code.name,
-                "duration_ms": round(elapsed * 1e3, 3),
-            },
-        )
+    def _record(self, call: Call, code: grpc.StatusCode) -> None:
+        record(self.telemetry, self.core, call, code.name)
+
+
+def record(telemetry: Telemetry | None, core: ScoringCore, call: Call, code: str) -> None:
+    """Count one finished call (gRPC or HTTP) and write its access-log line.
+
+    ``code`` is a gRPC status name for both transports, so that one query counts both.
+    """
+    elapsed = time.perf_counter() - call.start
+    model = core.models.get(call.metric)
+    metric = call.metric if model is not None else ("unknown" if call.metric else "")
+    runtime = _runtime_name(call.runtime)
+    if runtime in ("", "auto") and model is not None and model.default_runtime:
+        runtime = model.default_runtime
+    if telemetry is not None:
+        telemetry.requests.labels(call.method, metric, runtime, code).inc()
+        telemetry.latency.labels(call.method, metric).observe(elapsed)
+    log.log(
+        logging.DEBUG if code == "OK" else logging.INFO,
+        "%s %s %s %.2f ms",
+        call.method,
+        _loggable(call.metric),
+        code,
+        elapsed * 1e3,
+        extra={
+            "request_id": call.request_id,
+            "method": call.method,
+            "metric": call.metric[:1024],
+            "runtime": runtime,
+            "code": code,
+            "duration_ms": round(elapsed * 1e3, 3),
+        },
+    )
 
 
 class _RecordingContext:

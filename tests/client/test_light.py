@@ -18,7 +18,7 @@ import pytest
 
 from cvscore.server.app import BackgroundServer, ServerConfig
 
-from ..server.test_security import _ca, _sign
+from ..server.conftest import _ca, _sign
 
 CLIENT = r"""
 import json, sys

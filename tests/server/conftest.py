@@ -9,6 +9,7 @@ batch axis and a vector score), for tests that pause queues, fill them or break 
 from __future__ import annotations
 
 import shutil
+import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -80,12 +81,12 @@ def small_repo(zoo_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 # -- servers ----------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def server(zoo_repo: Path) -> Iterator[BackgroundServer]:
-    """The whole zoo in ONNX Runtime and TorchScript, default batching.
+    """The whole zoo in ONNX Runtime and TorchScript, default batching, gRPC and HTTP.
 
     (torch.export programs take ~0.4 s each to load; the torch_export runtime is tested on
     ``small_server``.)
     """
-    config = ServerConfig(zoo_repo, port=0, runtime="onnx,torchscript")
+    config = ServerConfig(zoo_repo, port=0, http_port=0, runtime="onnx,torchscript")
     with BackgroundServer(config) as running:
         yield running
 
@@ -205,3 +206,62 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("tiny")
     export_many(list(TINY_MODELS), repo, formats=("onnx", "torchscript"), progress=False)
     return repo
+
+
+# -- certificates and tokens, for the security tests of both transports ------------------
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _key_and_csr(name: str, cwd: Path) -> None:
+    _openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=cvscore-{name}",
+        cwd=cwd,
+    )  # fmt: skip
+
+
+def _ca(name: str, cwd: Path) -> None:
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
+        "-subj", f"/CN=cvscore-{name}", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=cwd,
+    )  # fmt: skip
+
+
+def _sign(name: str, ca: str, extensions: str, cwd: Path) -> None:
+    _key_and_csr(name, cwd)
+    (cwd / f"{name}.ext").write_text(extensions)
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+        "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext",
+        cwd=cwd,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A CA, a server certificate for localhost/127.0.0.1, a client certificate, and a
+    client certificate from another CA (which the server must not accept)."""
+    d = tmp_path_factory.mktemp("pki")
+    _ca("ca", d)
+    _ca("rogue-ca", d)
+    _sign("server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1\n", d)
+    _sign("client", "ca", "extendedKeyUsage=clientAuth\n", d)
+    _sign("rogue", "rogue-ca", "extendedKeyUsage=clientAuth\n", d)
+    names = ("ca", "rogue-ca", "server", "client", "rogue")
+    files = {f"{n}.pem": str(d / f"{n}.pem") for n in names}
+    files.update({f"{n}.key": str(d / f"{n}.key") for n in names})
+    return files
+
+
+TOKENS = ("s3cret-alpha-0123456789", "s3cret-beta-9876543210")
+
+
+@pytest.fixture(scope="session")
+def tokens_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("auth") / "tokens"
+    path.write_text(f"# cvscore tokens\n{TOKENS[0]}\n\n  {TOKENS[1]}  \n")
+    return path

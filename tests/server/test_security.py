@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,68 +25,10 @@ from cvscore.server.core import ScoringCore
 from cvscore.v1 import scoring_pb2 as pb
 from cvscore.v1 import scoring_pb2_grpc as pb_grpc
 
-from .conftest import assert_serving, decode, rpc_error, score_request
+from .conftest import TOKENS, assert_serving, decode, rpc_error, score_request
 
 BOXES = np.array([[0, 0, 2, 2], [1, 1, 3, 4]], np.float32)
 PREDS = np.arange(12, dtype=np.float32).reshape(3, 4)
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def _key_and_csr(name: str, cwd: Path) -> None:
-    _openssl(
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=cvscore-{name}",
-        cwd=cwd,
-    )  # fmt: skip
-
-
-def _ca(name: str, cwd: Path) -> None:
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
-        "-subj", f"/CN=cvscore-{name}", "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        cwd=cwd,
-    )  # fmt: skip
-
-
-def _sign(name: str, ca: str, extensions: str, cwd: Path) -> None:
-    _key_and_csr(name, cwd)
-    (cwd / f"{name}.ext").write_text(extensions)
-    _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-        "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext",
-        cwd=cwd,
-    )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A CA, a server certificate for localhost/127.0.0.1, a client certificate, and a
-    client certificate from another CA (which the server must not accept)."""
-    d = tmp_path_factory.mktemp("pki")
-    _ca("ca", d)
-    _ca("rogue-ca", d)
-    _sign("server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1\n", d)
-    _sign("client", "ca", "extendedKeyUsage=clientAuth\n", d)
-    _sign("rogue", "rogue-ca", "extendedKeyUsage=clientAuth\n", d)
-    names = ("ca", "rogue-ca", "server", "client", "rogue")
-    files = {f"{n}.pem": str(d / f"{n}.pem") for n in names}
-    files.update({f"{n}.key": str(d / f"{n}.key") for n in names})
-    return files
-
-
-TOKENS = ("s3cret-alpha-0123456789", "s3cret-beta-9876543210")
-
-
-@pytest.fixture(scope="module")
-def tokens_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("auth") / "tokens"
-    path.write_text(f"# cvscore tokens\n{TOKENS[0]}\n\n  {TOKENS[1]}  \n")
-    return path
 
 
 def _start(repo: Path, **options: Any) -> BackgroundServer:
