@@ -122,7 +122,8 @@ class CocoAggregator:
     detections and ground truths), -1 elsewhere) and a batch as
     built by ``coco_files.coco_batches``: the graph inputs plus ``pred_score`` (float64[N]),
     ``pred_area`` (float64[N]; for boxes ``w * h`` of ``preds`` when absent),
-    ``target_area`` (float64[G]), ``group_image`` and ``group_category`` (int64, indexed by
+    ``target_area`` (float64[G]; ``gt_area`` with a pairwise graph, whose ``target_area``
+    is per pair), ``group_image`` and ``group_category`` (int64, indexed by
     group id), ``categories`` (every category id of the ground-truth file), and optionally
     ``lone_group``, ``lone_score``, ``lone_area``: detections in groups with no ground truth,
     which need no similarity. Every image must go to exactly one update (of one aggregator,
@@ -166,7 +167,9 @@ class CocoAggregator:
             dense[rows, cols] = iou
             iou = dense
         crowd = _array(inputs, "target_crowd", np.int64) != 0
-        gt_area = _array(inputs, "target_area", np.float64)
+        # pairwise graphs take `target_area` per pair; the ground truths' areas are `gt_area`
+        area_key = "gt_area" if "gt_area" in inputs else "target_area"
+        gt_area = _array(inputs, area_key, np.float64)
         group_image = _array(inputs, "group_image", np.int64)
         group_category = _array(inputs, "group_category", np.int64)
         num_graph = len(det_group)

@@ -217,7 +217,8 @@ def _batch(
         out["preds"] = data.dt_keypoints[d_idx[rows]]
         out["target"] = data.gt_keypoints[g_idx[cols]]
         out["target_box"] = data.gt_box[g_idx[cols]]
-        out["pair_area"] = data.gt_area[g_idx[cols]]
+        out["gt_area"] = out.pop("target_area")  # the aggregator's: one per ground truth
+        out["target_area"] = data.gt_area[g_idx[cols]]  # the graph's: one per pair
         out["sigmas"] = data.sigmas
         out["pair_pred"], out["pair_target"] = rows, cols
         out["target_ignore"] = data.gt_ignore[g_idx]
@@ -240,18 +241,15 @@ def _pairs(pred_group: np.ndarray, target_group: np.ndarray) -> tuple[np.ndarray
 
 GRAPH_INPUTS = {
     "bbox": ("preds", "pred_group", "target", "target_group", "target_crowd"),
-    "keypoints": ("preds", "target", "target_box", "pair_area", "sigmas"),
+    "keypoints": ("preds", "target", "target_box", "target_area", "sigmas"),
     "segm": (),
 }  # fmt: skip
 GRAPH_METRIC = {"bbox": "coco_map", "keypoints": "coco_oks", "segm": None}
 
 
 def graph_inputs(batch: Mapping[str, np.ndarray], iou_type: str) -> dict[str, np.ndarray]:
-    """The graph's inputs of a batch (keypoints: the pairs' areas as ``target_area``)."""
-    out = {k: batch[k] for k in GRAPH_INPUTS[iou_type]}
-    if "pair_area" in out:
-        out["target_area"] = out.pop("pair_area")
-    return out
+    """The graph's inputs of a batch."""
+    return {k: batch[k] for k in GRAPH_INPUTS[iou_type]}
 
 
 def evaluate(
