@@ -36,7 +36,13 @@ from cvscore.metrics._vgg import ENV_WEIGHTS, random_state_dict  # noqa: E402
 from cvscore.metrics.registry import REGIMES  # noqa: E402
 from cvscore.server import runtimes  # noqa: E402
 from tests import references  # noqa: E402
-from tests.test_fidelity import BATCH_SIZES, REFERENCE_TOLERANCES, Forms, regime_inputs  # noqa: E402
+from tests.test_fidelity import (  # noqa: E402
+    BATCH_SIZES,
+    REFERENCE_TOLERANCES,
+    Forms,
+    compute_dtype,
+    regime_inputs,
+)
 
 RESULTS = ROOT / "bench" / "results"
 FORMS = ("eager", *runtimes.RUNTIMES)
@@ -79,8 +85,7 @@ def main() -> None:
         export_many(args.metrics, repo, progress=True)
         forms = Forms(repo)
         for spec in registry.select(args.metrics):
-            floats = [t.dtype for t in spec.inputs if t.dtype.startswith("float")]
-            dtype = torch.float64 if floats and set(floats) == {"float64"} else torch.float32
+            dtype = compute_dtype(spec)
             for regime in REGIMES:
                 found = {form: (0.0, 0.0) for form in FORMS}
                 for n in BATCH_SIZES[regime]:

@@ -20,7 +20,7 @@ import functools
 import hashlib
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .params import ParamSpec  # re-exported: `from cvscore.metrics.registry import ParamSpec`
+from .shapes import bind_axes, input_name_mismatch
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -93,23 +94,6 @@ class TensorSpec:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "doc": self.doc}
-
-
-def input_name_mismatch(metric: str, expected: Sequence[str], got: Iterable[str]) -> str | None:
-    """The message for missing or unexpected input names, or None when they match."""
-    names = list(got)
-    missing = [n for n in expected if n not in names]
-    extra = sorted(n for n in names if n not in expected)
-    if not missing and not extra:
-        return None
-    parts = []
-    if missing:
-        parts.append(f"missing {missing}")
-    if extra:
-        parts.append(f"unexpected {extra}")
-    return f"Metric `{metric}` expects inputs {list(expected)}, got {sorted(names)}: " + "; ".join(
-        parts
-    )
 
 
 Sampler = Callable[[torch.Generator, Mapping[str, int], torch.dtype], dict[str, Tensor]]
@@ -257,28 +241,7 @@ class MetricSpec:
                         f"Expected the trailing axes of `{spec.name}` to match those of "
                         f"`{trailing_ref[1]}` ({trailing_ref[0]}), got {trailing}"
                     )
-            dims = zip(fixed, shape[: len(fixed)], strict=True)
-            for axis, size in dims:
-                if isinstance(axis, int):
-                    if size != axis:
-                        raise ValueError(
-                            f"Expected `{spec.name}` to have shape "
-                            f"[{', '.join(map(str, spec.shape))}], got {list(shape)}"
-                        )
-                    continue
-                low = self.min_sizes.get(axis, 0)
-                if size < low:
-                    raise ValueError(
-                        f"Expected axis {axis} of `{spec.name}` to be at least {low}, "
-                        f"got {size} (shape {list(shape)})"
-                    )
-                if axis in sizes and sizes[axis][0] != size:
-                    other_size, other = sizes[axis]
-                    raise ValueError(
-                        f"Expected axis {axis} of `{spec.name}` to equal axis {axis} of "
-                        f"`{other}` ({other_size}), got {size}"
-                    )
-                sizes.setdefault(axis, (size, spec.name))
+            bind_axes(spec.name, spec.shape, fixed, shape, sizes, self.min_sizes)
         if self.validate is not None:
             self.validate(self.resolve_params(params), inputs)
         return sizes["N"][0] if "N" in sizes else 0

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..metrics.registry import input_name_mismatch
+from ..metrics.shapes import bind_axes, input_name_mismatch
 from .errors import InvalidInputError, TooLargeError, shown
 from .tensors import DTYPES, WireTensor, dtype_name
 
@@ -252,26 +252,10 @@ class Plan:
             )
         # a star input's flattened axis is bound by the caller, after the trailing check
         trailing = list(shape[len(fixed) :]) if star else None
-        for axis, size in zip(fixed, shape, strict=False):
-            if isinstance(axis, int):
-                if size != axis:
-                    raise InvalidInputError(
-                        f"Expected `{t.name}` to have shape {_fmt(t.shape)}, got {list(shape)}"
-                    )
-                continue
-            low = min_sizes.get(axis, 0)
-            if size < low:
-                raise InvalidInputError(
-                    f"Expected axis {axis} of `{t.name}` to be at least {low}, "
-                    f"got {size} (shape {list(shape)})"
-                )
-            if axis in sizes and sizes[axis][0] != size:
-                other_size, other = sizes[axis]
-                raise InvalidInputError(
-                    f"Expected axis {axis} of `{t.name}` to equal axis {axis} of "
-                    f"`{other}` ({other_size}), got {size}"
-                )
-            sizes.setdefault(str(axis), (size, t.name))
+        try:
+            bind_axes(t.name, t.shape, fixed, shape, sizes, min_sizes)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
         return trailing
 
 

@@ -134,11 +134,11 @@ def test_every_form_matches_the_float64_reference(forms: Forms, name: str, regim
         assert expected.shape[:1] == (n,)
         for form in FORMS:
             actual = forms.run(spec, form, inputs)
-            dtype = torch.float64 if form == "eager_float64" else _compute_dtype(spec)
+            dtype = torch.float64 if form == "eager_float64" else compute_dtype(spec)
             compare(actual, expected, dtype, f"{name}/{regime}/N={n}/{form}")
 
 
-def _compute_dtype(spec: MetricSpec) -> torch.dtype:
+def compute_dtype(spec: MetricSpec) -> torch.dtype:
     """float64 for metrics whose contract is float64 (COCO IoU), else float32."""
     floats = [t.dtype for t in spec.inputs if t.dtype.startswith("float")]
     return torch.float64 if floats and all(d == "float64" for d in floats) else torch.float32

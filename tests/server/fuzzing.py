@@ -22,30 +22,14 @@ from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2
 
 from cvscore.v1 import scoring_pb2 as pb
+from cvscore.wire import DTYPE_TO_PB as PB_DTYPES
+from cvscore.wire import TO_KSERVE as KSERVE_DTYPES
 
 SCORE = "/cvscore.v1.Scoring/Score"
 EVALUATE = "/cvscore.v1.Scoring/Evaluate"
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 MAX_MESSAGE = 1024
 
-PB_DTYPES = {
-    "float32": pb.DATA_TYPE_FLOAT32,
-    "float64": pb.DATA_TYPE_FLOAT64,
-    "float16": pb.DATA_TYPE_FLOAT16,
-    "int32": pb.DATA_TYPE_INT32,
-    "int64": pb.DATA_TYPE_INT64,
-    "bool": pb.DATA_TYPE_BOOL,
-    "uint8": pb.DATA_TYPE_UINT8,
-}
-KSERVE_DTYPES = {
-    "float32": "FP32",
-    "float64": "FP64",
-    "float16": "FP16",
-    "int32": "INT32",
-    "int64": "INT64",
-    "bool": "BOOL",
-    "uint8": "UINT8",
-}
 FLOATS = {"float16", "float32", "float64"}
 BAD = frozenset({"INVALID_ARGUMENT"})
 SIZED = frozenset({"OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"})
