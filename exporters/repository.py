@@ -14,6 +14,7 @@ is skipped: the manifest records all four.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -65,7 +66,18 @@ def tool_versions() -> dict[str, Any]:
         "torch": torch.__version__,
         "onnx": onnx.__version__,
         "opset": fmt.ONNX_OPSET,
+        "writers": _writers_digest(),
     }
+
+
+@functools.cache
+def _writers_digest() -> str:
+    """sha256 of the code that writes and rewrites artifacts (formats, invariance)."""
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in ("formats.py", "invariance.py"):
+        digest.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def artifact_identity(spec: MetricSpec, params: Mapping[str, Any]) -> str:

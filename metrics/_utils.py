@@ -56,6 +56,30 @@ def log_sigmoid(x: Tensor) -> Tensor:
     return x.clamp(max=0.0) - log1p_exp_neg_abs(x)
 
 
+def sigmoid(x: Tensor) -> Tensor:
+    """``1 / (1 + exp(-x))``; not ``torch.sigmoid``, whose CPU kernel computes the last
+    ``numel mod 16`` elements with a scalar routine that differs from the vector one in the
+    last bit, so an element's value would depend on how many rows share its batch."""
+    return 1.0 / (1.0 + torch.exp(-x))
+
+
+def power(x: Tensor, p: float) -> Tensor:
+    """``x ** p`` for ``x >= 0``, the same bits wherever ``x`` sits in its batch.
+
+    Exponents 1, 2 and 3 are products and 0.5 a square root (exact); any other is
+    ``exp(p log x)``, because
+    torch's ``pow`` by a general scalar has the same scalar-tail split as ``torch.sigmoid``.
+    ``x = 0`` gives 0 for ``p > 0``.
+    """
+    if p in (1.0, 2.0, 3.0):
+        return x.pow(int(p))
+    if p == 0.5:
+        return torch.sqrt(x)
+    if p == 0.0:
+        return torch.ones_like(x)
+    return torch.exp(p * torch.log(x))
+
+
 def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         bound = "non-negative" if allow_zero else "positive"

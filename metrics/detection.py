@@ -12,7 +12,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._utils import check_binary, check_finite, check_positive, check_range, log_sigmoid
+from ._utils import (
+    check_binary,
+    check_finite,
+    check_positive,
+    check_range,
+    log_sigmoid,
+    power,
+    sigmoid,
+)
 from .boxes import EPS, ciou, degenerate_pairs, extreme_pairs
 from .registry import MetricSpec, ParamSpec, TensorSpec, register
 
@@ -28,10 +36,10 @@ def _bce_logits(logits: Tensor, target: Tensor, gamma: float, alpha: float) -> T
     # log_sigmoid, not F.logsigmoid: ONNX has no LogSigmoid and Log(Sigmoid(x)) overflows
     loss = -(target * log_sigmoid(logits) + (1.0 - target) * log_sigmoid(-logits))
     if gamma > 0:
-        prob = torch.sigmoid(logits)
+        prob = sigmoid(logits)
         p_t = target * prob + (1.0 - target) * (1.0 - prob)
         alpha_t = target * alpha + (1.0 - target) * (1.0 - alpha)
-        loss = loss * alpha_t * (1.0 - p_t).pow(gamma)
+        loss = loss * alpha_t * power(1.0 - p_t, gamma)
     return loss
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._utils import check_binary, check_labels, check_positive
+from ._utils import check_binary, check_labels, check_positive, power
 from .registry import MetricSpec, ParamSpec, TensorSpec, register
 from .samples import embeddings as samples
 
@@ -42,7 +42,7 @@ def _pairwise_distance(x1: Tensor, x2: Tensor, p: float, eps: float) -> Tensor:
     ratio = diff / scale
     if p == 2.0:
         return ratio.square().sum(-1).sqrt() * scale.squeeze(-1)
-    return ratio.abs().pow(p).sum(-1).pow(1.0 / p) * scale.squeeze(-1)
+    return power(power(ratio.abs(), p).sum(-1), 1.0 / p) * scale.squeeze(-1)
 
 
 def _normalize(x: Tensor, eps: float) -> Tensor:
@@ -119,7 +119,10 @@ def cosface(
     Wang et al. 2018, https://arxiv.org/abs/1801.09414, whose defaults are s = 64,
     m = 0.35. InsightFace's CosFace configs use m = 0.4; ``m = 0`` is normalised softmax.
     """
-    cos = _normalize(preds, 1e-12) @ _normalize(weight, 1e-12).t()
+    # a broadcast product summed over D, not a matmul: a GEMM sums each row in an order
+    # that depends on how many rows it was given, so a row's score would change with its batch
+    unit = _normalize(weight, 1e-12)
+    cos = (_normalize(preds, 1e-12).unsqueeze(1) * unit.unsqueeze(0)).sum(-1)
     onehot = _one_hot(target, weight.shape[0], cos.dtype)
     logits = s * (cos - m * onehot)
     return -(F.log_softmax(logits, dim=1) * onehot).sum(1)
@@ -307,10 +310,11 @@ register(
 
 
 def _cosface_work(sizes: Mapping[str, int], params: Mapping[str, Any]) -> int:
-    """Bytes at the peak: the N·K cosine matrix and its margin and softmax temporaries
-    (measured ~18 per pair), and the normalised copies of the inputs."""
+    """Bytes at the peak: the N·K·D product before its sum over D (twice: ONNX pads a
+    copy of it), the N·K cosine matrix and its margin and softmax temporaries (measured
+    ~18 per pair), and the normalised copies of the inputs."""
     n, k, d = (sizes.get(key, 0) for key in "NKD")
-    return 24 * n * k + 8 * (n + k) * d
+    return 8 * n * k * d + 24 * n * k + 8 * (n + k) * d
 
 
 register(

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._ssim import gaussian_window, ssim_and_cs
-from ._utils import check_positive, per_sample_mean
+from ._utils import check_positive, per_sample_mean, power
 from .registry import MetricSpec, ParamSpec, TensorSpec, register
 from .samples import images as samples
 
@@ -119,11 +119,11 @@ def ms_ssim(
     for level, weight in enumerate(weights):
         per_channel, cs = ssim_and_cs(preds, target, window, c1, c2, True)
         if level < len(weights) - 1:
-            value = value * torch.relu(cs).pow(weight)
+            value = value * power(torch.relu(cs), weight)
             preds = _halve(preds)
             target = _halve(target)
         else:
-            value = value * torch.relu(per_channel).pow(weight)
+            value = value * power(torch.relu(per_channel), weight)
     return value.mean(1)
 
 

@@ -11,7 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._utils import as_weight, log1p_exp_neg_abs, log_sigmoid, per_sample_mean, per_sample_sum
+from ._utils import (
+    as_weight,
+    log1p_exp_neg_abs,
+    log_sigmoid,
+    per_sample_mean,
+    per_sample_sum,
+    power,
+    sigmoid,
+)
 from .registry import MetricSpec, ParamSpec, TensorSpec, register
 from .samples import pixel as samples
 
@@ -125,10 +133,10 @@ def focal(preds: Tensor, target: Tensor, gamma: float = 2.0, alpha: float = 0.25
     ``FocalLoss`` uses γ=1.5 (α=0.25). γ=0 with α<0 is plain BCE with logits.
     Lin et al. 2017, https://arxiv.org/abs/1708.02002.
     """
-    prob = torch.sigmoid(preds)
+    prob = sigmoid(preds)
     ce = _bce_logits_elementwise(preds, target)
     p_t = prob * target + (1.0 - prob) * (1.0 - target)
-    loss = ce * (1.0 - p_t).pow(gamma)
+    loss = ce * power(1.0 - p_t, gamma)
     if alpha >= 0:
         loss = loss * (alpha * target + (1.0 - alpha) * (1.0 - target))
     return per_sample_mean(loss)

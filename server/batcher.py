@@ -67,7 +67,7 @@ class Batcher:
         max_batch_size: int = 64,
         max_delay_s: float = 0.0005,
         max_queue_size: int = 256,
-        align: int = 16,
+        align: int = 1,
         splittable: bool = True,
         max_cost: int = 0,
     ) -> None:

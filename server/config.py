@@ -36,7 +36,7 @@ class ServerConfig:
     # the admission budget of one request (server/admission.py)
     max_request_mb: float = 256.0  # its inputs, decoded and cast
     max_work_mb: float = 1024.0  # what its graph allocates (an estimate), inputs included
-    align: int = 16
+    align: int = 1
     workers: int = 2
     grace_s: float = 30.0
     # security (see server/security.py)

@@ -40,7 +40,7 @@ class CoreOptions:
     max_batch_size: int = 64
     max_queue_delay_us: int = 500
     max_queue_size: int = 256
-    align: int = 16
+    align: int = 1
     workers: int = 2
     warmup: bool = True
     # load only the default runtime at start-up, the others on first use (fast start)

@@ -105,7 +105,8 @@ def test_per_sample_metric_sharded_equals_one_stream(servers) -> None:
     assert sharded.count == one.count == 7 * 16
     assert (sharded.min, sharded.max) == (one.min, one.max)
     assert sharded.sum == pytest.approx(one.sum, rel=1e-15)
-    # per-sample scores come back in dataset order, bit for bit (batches of 16 rows align)
+    # per-sample scores come back in dataset order, bit for bit (a row's score does not
+    # depend on the batch it ran in)
     np.testing.assert_array_equal(sharded.scores, one.scores)
     assert not one.figures and not one.aggregator_state  # a per-sample metric has none
 
