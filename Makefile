@@ -9,7 +9,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PKG_DIRS := metrics exporters server client evaluate gate cli
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest bench bench-coco clean
+.PHONY: install demo test lint typecheck pytest bench bench-coco gpu-check clean
 
 install: $(STAMP)
 
@@ -46,6 +46,14 @@ bench-coco: install
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[bench]'
 	$(BIN)/python bench/coco.py --images 1500
 	$(BIN)/python bench/coco.py --images 5000
+
+# On a machine with a CUDA GPU and a CUDA build of torch: the CUDA tests, then the GPU
+# compute and serving benchmark (bench/results/gpu-<gpu>-<date>.md). Stops at once, exit 2,
+# where CUDA is not usable.
+gpu-check: install
+	$(BIN)/python bench/gpu.py --preflight
+	$(BIN)/python -m pytest -q -m cuda -rs
+	$(BIN)/python bench/gpu.py --device cuda
 
 clean:
 	rm -rf $(VENV) .typecheck build *.egg-info cvscore/v1 cvscore/protos.pb

@@ -1,21 +1,33 @@
-"""Serving benchmark: cvscore vs MLServer vs a bare gRPC echo, one load generator for all.
+"""Serving benchmark: cvscore vs MLServer vs a bare gRPC echo vs in-process ONNX Runtime.
 
 Every server is a real separate process on loopback, and every request is sent by the same
 load generator: ``tritonclient.grpc`` (the Open Inference Protocol client) from 1, 8 and 32
 concurrent callers, each with its own connection. Reported per row: requests/s, p50 and
-p99 latency, and request MB/s.
+p99 latency, and request MB/s; then every ratio the serving targets name, with its target.
 
-- cvscore: ``cvscore serve`` on the exported repository (dynamic batching on, and off for
-  the batching comparison).
+- cvscore: ``cvscore serve`` on a repository exported cold by ``cvscore export`` in this
+  run (the whole zoo; timed, as is the server's time to ready), with dynamic batching on,
+  and off for the batching comparison; ssim also through system shared memory
+  (``tritonclient.utils.shared_memory``); giou with ``--workers 1`` and ``--workers 2``
+  worker processes.
+- in-process ONNX Runtime: the same ``model.onnx`` in an ``InferenceSession`` of this
+  process, on the same inputs.
 - MLServer: the same ``model.onnx`` artifact through a small MLServer runtime that runs it
   with ONNX Runtime (MLServer lives in its own virtual environment, made on first use in
   ``bench/.mlserver-venv``; its dependencies do not fit beside cvscore's).
 - echo: a bare ``grpc.aio`` server that receives the request bytes without decoding them
   and answers with a fixed response: the ceiling of Python gRPC on this machine.
+- batched == unbatched: every metric of the repository, ragged requests sent together to
+  the batching server and one at a time to an unbatched one, compared byte for byte; the
+  rows the server computed (its Prometheus ``cvscore_batch_size_sum``) against the rows
+  requested give the padding overhead.
 
-    .venv/bin/python bench/serve.py [--seconds 4] [--skip-mlserver]
+A row whose feature the server lacks (shared memory answered UNIMPLEMENTED, ``--workers``
+still meaning threads) reads "n/a (not available)" with the reason; the run goes on.
 
-Writes bench/results/serve-<date>.md.
+    .venv/bin/python bench/serve.py [--seconds 4] [--skip-mlserver] [--quick]
+
+Writes bench/results/serve-cpu-<date>.md (``--quick``: serve-cpu-<date>-quick.md).
 """
 
 from __future__ import annotations
@@ -26,7 +38,6 @@ import datetime as dt
 import json
 import os
 import platform
-import shutil
 import socket
 import statistics
 import subprocess
@@ -34,10 +45,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import serve_rows as rows
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -137,13 +150,19 @@ def process(cmd: list[str], url: str, env: dict[str, str] | None = None) -> Iter
             proc.kill()
 
 
+CVSCORE = ROOT / ".venv" / "bin" / "cvscore"
+
+
 def cvscore_server(
-    repo: Path, port: int, batching: bool
+    repo: Path, port: int, batching: bool, models: str | None = "giou,ssim,l1", *extra: str
 ) -> contextlib.AbstractContextManager[None]:
+    """``cvscore serve`` on ``repo``; ``models`` None serves every model in it."""
     cmd = [
-        str(ROOT / ".venv" / "bin" / "cvscore"), "serve", "--repository", str(repo),
-        "--port", str(port), "--models", "giou,ssim,l1", "--no-progress", "--log-level", "error",
+        str(CVSCORE), "serve", "--repository", str(repo), "--port", str(port),
+        "--no-progress", "--log-level", "error", *extra,
     ]  # fmt: skip
+    if models:
+        cmd += ["--models", models]
     if not batching:
         cmd.append("--no-batching")
     return process(cmd, f"127.0.0.1:{port}")
@@ -184,11 +203,24 @@ def echo_server(port: int, n: int) -> contextlib.AbstractContextManager[None]:
     return process([sys.executable, "-c", ECHO_SERVER, str(port), str(n)], f"127.0.0.1:{port}")
 
 
-def load(url: str, model: str, arrays: dict[str, np.ndarray], callers: int, seconds: float):
-    """Closed-loop load: each caller sends the next request when the last one returns."""
+def load(
+    url: str,
+    model: str,
+    arrays: dict[str, np.ndarray],
+    callers: int,
+    seconds: float,
+    inputs_from: Callable[[], list[Any]] | None = None,
+):
+    """Closed-loop load: each caller sends the next request when the last one returns.
+
+    ``inputs_from`` makes a request's inputs (shared memory references); by default the
+    arrays travel in the request.
+    """
     import tritonclient.grpc as tc
 
     def make_inputs() -> list[tc.InferInput]:
+        if inputs_from is not None:
+            return inputs_from()
         out = []
         for name, arr in arrays.items():
             dtype = "FP32" if arr.dtype == np.float32 else "INT64"
@@ -237,106 +269,263 @@ def load(url: str, model: str, arrays: dict[str, np.ndarray], callers: int, seco
         "p99_ms": 1e3 * lat[min(count - 1, int(0.99 * count))] if lat else float("nan"),
         "mb_s": count * nbytes / elapsed / 1e6,
         "errors": len(errors),
+        "count": count,
+        "warm": callers,  # one warm-up request per caller, before the clock starts
     }
+
+
+def workloads() -> dict[str, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 100, (1000, 2)).astype(np.float32)
+    wh = rng.uniform(1, 50, (1000, 2)).astype(np.float32)
+    image = {k: rng.random((16, 3, 256, 256), dtype=np.float32) for k in ("preds", "target")}
+    return {
+        "giou": {
+            "preds": np.concatenate([xy, xy + wh], 1),
+            "target": np.concatenate([xy + 2, xy + wh + 3], 1).astype(np.float32),
+        },
+        "ssim": image,
+        "ssim1": {k: np.ascontiguousarray(v[:1]) for k, v in image.items()},
+        "tiny": {k: rng.random((1, 16), dtype=np.float32) for k in ("preds", "target")},
+    }
+
+
+GIOU, SSIM, SSIM1, TINY = (
+    "giou 1000 pairs",
+    "ssim 16x3x256x256",
+    "ssim 1x3x256x256",
+    "l1 1x16 (tiny)",
+)
+SSIM_SHM = "ssim 16x3x256x256 (shared memory)"
+QUICK_METRICS = ["giou", "ssim", "l1", "cross_entropy", "mean_iou"]
+
+
+class Bench:
+    """Rows of the load table, the figures the ratios use, and rows that are not there."""
+
+    def __init__(self, seconds: float, quick: bool) -> None:
+        self.seconds, self.quick = seconds, quick
+        self.rows: list[list[str]] = []
+        self.results: dict[tuple[str, str, int], dict[str, float]] = {}
+        self.facts: dict[str, float | str] = {}
+
+    def record(self, workload, server, url, model, arrays, callers_list, inputs_from=None) -> None:
+        # a 25 MB request takes a good part of a second: give those rows a longer window
+        seconds = self.seconds * (4 if workload in (SSIM, SSIM_SHM) else 1)
+        for c in callers_list:
+            r = load(url, model, arrays, c, seconds, inputs_from)
+            self.add(workload, server, c, r)
+
+    def add(self, workload: str, server: str, callers: int, r: dict[str, float]) -> None:
+        self.results[(workload, server, callers)] = r
+        p99 = "-" if r["p99_ms"] != r["p99_ms"] else f"{r['p99_ms']:.2f}"  # NaN: not measured
+        self.rows.append([workload, server, str(callers), f"{r['rps']:.1f}", f"{r['p50_ms']:.2f}",
+                          p99, f"{r['mb_s']:.1f}", str(r["errors"])])  # fmt: skip
+        print(" | ".join(self.rows[-1]), flush=True)
+
+    def missing(self, workload: str, server: str, why: str) -> None:
+        self.rows.append([workload, server, "-", f"{rows.NA}: {why}", "", "", "", ""])
+        print(" | ".join(self.rows[-1]), flush=True)
+
+    def get(self, workload: str, server: str, callers: int, key: str) -> float | None:
+        r = self.results.get((workload, server, callers))
+        return None if r is None else r[key]
+
+    def best(self, workload: str, server: str, key: str) -> float | None:
+        found = [r[key] for (w, s, _), r in self.results.items() if (w, s) == (workload, server)]
+        return max(found) if found else None
+
+
+def fraction(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or not b else a / b
+
+
+def ratio_rows(b: Bench, bitwise: dict[str, dict[str, object]]) -> list[list[str]]:
+    """(what, value, target, met) for every Done-when figure; n/a where a row is missing."""
+
+    def row(
+        what: str, value: float | None, target: str, ok: Callable[[float], bool], fmt: str = ".2f"
+    ) -> list[str]:
+        if value is None:
+            return [what, rows.NA, target, "-"]
+        return [what, format(value, fmt), target, "yes" if ok(value) else "no"]
+
+    ssim_inproc = b.get(SSIM, "in-process onnxruntime", 1, "rps")
+    equal = [m for m, r in bitwise.items() if r.get("equal")]
+    ragged = [r for r in bitwise.values() if "padding" in r]
+    rows_asked = sum(int(r["rows"]) for r in ragged)  # type: ignore[call-overload]
+    rows_done = sum(float(r["computed"]) for r in ragged)  # type: ignore[arg-type]
+    cold, ready = b.facts.get("cold export s"), b.facts.get("ready s")
+    return [
+        row("giou, 8 callers: cvscore / MLServer req/s",
+            fraction(b.get(GIOU, "cvscore", 8, "rps"), b.get(GIOU, "MLServer + ORT", 8, "rps")),
+            ">= 2", lambda v: v >= 2),
+        row("giou, 8 callers: cvscore / bare echo req/s",
+            fraction(b.get(GIOU, "cvscore", 8, "rps"), b.get(GIOU, "bare gRPC echo", 8, "rps")),
+            ">= 0.60", lambda v: v >= 0.6),
+        row("ssim 1x3x256x256, 1 caller: served p50 / in-process onnxruntime p50",
+            fraction(b.get(SSIM1, "cvscore", 1, "p50_ms"),
+                     b.get(SSIM1, "in-process onnxruntime", 1, "p50_ms")),
+            "<= 2", lambda v: v <= 2),
+        row("ssim 16x3x256x256, shared memory (best of 1/4 callers): served / in-process "
+            "onnxruntime images/s", fraction(b.best(SSIM_SHM, "cvscore", "rps"), ssim_inproc),
+            ">= 0.85", lambda v: v >= 0.85),
+        row(f"batched == unbatched bit for bit: metrics equal, of {len(bitwise)}",
+            float(len(equal)) if bitwise else None, f"all {len(bitwise)}",
+            lambda v: v == len(bitwise), ".0f"),
+        row("padding overhead, giou 1000 pairs x 8 callers: (computed - requested) / requested "
+            "rows", b.facts.get("giou padding"), "<= 0.10", lambda v: v <= 0.10),  # type: ignore[arg-type]
+        row(f"padding overhead, every metric, ragged requests of {list(rows.ROW_COUNTS)} rows",
+            fraction(rows_done - rows_asked, rows_asked) if ragged else None, "<= 0.10",
+            lambda v: v <= 0.10),
+        row("giou, 8 callers: --workers 2 / --workers 1 req/s",
+            fraction(b.get(GIOU, "cvscore --workers 2", 8, "rps"),
+                     b.get(GIOU, "cvscore --workers 1", 8, "rps")),
+            "reported", lambda v: True),
+        row("ssim, best of 1/8 callers: cvscore / echo MB/s",
+            fraction(b.best(SSIM, "cvscore", "mb_s"), b.best(SSIM, "bare gRPC echo", "mb_s")),
+            ">= 0.70", lambda v: v >= 0.7),
+        row("tiny l1, 32 callers: batching on / off req/s",
+            fraction(b.get(TINY, "cvscore batching", 32, "rps"),
+                     b.get(TINY, "cvscore no batching", 32, "rps")),
+            ">= 3", lambda v: v >= 3),
+        row(f"cold export of the zoo, s{' (quick: a subset)' if b.quick else ''}",
+            cold if isinstance(cold, float) else None, "< 60", lambda v: v < 60),
+        row("server ready (every model of the repository), s",
+            ready if isinstance(ready, float) else None, "< 10", lambda v: v < 10),
+    ]  # fmt: skip
+
+
+BITWISE_HEADER = ["metric", "bit for bit", "responses batched", "rows requested",
+                  "rows computed", "padding overhead"]  # fmt: skip
+
+
+def bitwise_table(bitwise: dict[str, dict[str, object]]) -> list[list[str]]:
+    out = []
+    for name, r in bitwise.items():
+        if "error" in r:
+            out.append([name, f"error: {r['error']}", "", "", "", ""])
+            continue
+        out.append([name, "yes" if r["equal"] else "NO", f"{float(r['batched']):.0%}",  # type: ignore[arg-type]
+                    str(r["rows"]), f"{float(r['computed']):.0f}", f"{float(r['padding']):.2f}"])  # type: ignore[arg-type]  # fmt: skip
+    return out
+
+
+def markdown(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+
+
+def run_cvscore(b: Bench, repo: Path, w: dict[str, dict[str, np.ndarray]]) -> dict:
+    """Every cvscore row: one batching server with every model, one without batching."""
+    callers = (1, 8) if b.quick else CALLERS
+    port, metrics_port, bare = free_port(), free_port(), free_port()
+    url = f"127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    with cvscore_server(repo, port, True, None, "--metrics-port", str(metrics_port)):
+        b.facts["ready s"] = time.perf_counter() - t0
+        print(f"server ready (every model) in {b.facts['ready s']:.1f} s", flush=True)
+        before = rows.scrape_rows(metrics_port)
+        for c in callers:
+            r = load(url, "giou", w["giou"], c, b.seconds)
+            b.add(GIOU, "cvscore", c, r)
+            if c == 8:
+                after = rows.scrape_rows(metrics_port)
+                asked = int(r["count"] + r["warm"]) * len(w["giou"]["preds"])
+                b.facts["giou padding"] = rows.padding(before, after, {"giou": asked})
+            before = rows.scrape_rows(metrics_port)
+        b.record(SSIM, "cvscore", url, "ssim", w["ssim"], (1,) if b.quick else (1, 8))
+        b.record(SSIM1, "cvscore", url, "ssim", w["ssim1"], (1,))
+        try:
+            with rows.shm_inputs(url, w["ssim"]) as inputs_from:
+                b.record(SSIM_SHM, "cvscore", url, "ssim", w["ssim"], (1, 4), inputs_from)
+        except rows.NotAvailable as exc:
+            b.missing(SSIM_SHM, "cvscore", str(exc))
+        b.record(TINY, "cvscore batching", url, "l1", w["tiny"], (32,))
+        with cvscore_server(repo, bare, False, None):
+            b.record(TINY, "cvscore no batching", f"127.0.0.1:{bare}", "l1", w["tiny"], (32,))
+            names = sorted(p.name for p in repo.iterdir() if (p / "manifest.json").is_file())
+            print(f"batched vs unbatched, {len(names)} metrics ...", flush=True)
+            return rows.bit_for_bit(
+                url, metrics_port, f"127.0.0.1:{bare}", names, 1 if b.quick else 3
+            )
+
+
+def run_workers(b: Bench, repo: Path, w: dict[str, dict[str, np.ndarray]]) -> None:
+    if not rows.has_worker_processes(CVSCORE):
+        for n in (1, 2):
+            b.missing(GIOU, f"cvscore --workers {n}", "--workers means threads here (no --threads)")
+        return
+    for n in (1, 2):
+        port = free_port()
+        with cvscore_server(repo, port, True, "giou", "--workers", str(n)):
+            b.record(GIOU, f"cvscore --workers {n}", f"127.0.0.1:{port}", "giou", w["giou"], (8,))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="per measurement")
+    parser.add_argument("--seconds", type=float, help="per measurement (default 4; quick 0.5)")
     parser.add_argument("--skip-mlserver", action="store_true")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: a few metrics, short rows, no MLServer"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the .md table")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from cvscore.exporters import export_many
-
-    rng = np.random.default_rng(0)
-    xy = rng.uniform(0, 100, (1000, 2)).astype(np.float32)
-    wh = rng.uniform(1, 50, (1000, 2)).astype(np.float32)
-    boxes = {
-        "preds": np.concatenate([xy, xy + wh], 1),
-        "target": np.concatenate([xy + 2, xy + wh + 3], 1).astype(np.float32),
-    }
-    images = {
-        "preds": rng.random((16, 3, 256, 256), dtype=np.float32),
-        "target": rng.random((16, 3, 256, 256), dtype=np.float32),
-    }
-    tiny = {
-        "preds": rng.random((1, 16), dtype=np.float32),
-        "target": rng.random((1, 16), dtype=np.float32),
-    }
-
-    rows: list[list[str]] = []
-    results: dict[tuple[str, str, int], dict[str, float]] = {}
-
-    def record(workload: str, server: str, url: str, model: str, arrays, callers_list) -> None:
-        # a 25 MB request takes a good part of a second: give those rows a longer window
-        seconds = args.seconds * (4 if "ssim" in workload else 1)
-        for c in callers_list:
-            r = load(url, model, arrays, c, seconds)
-            results[(workload, server, c)] = r
-            rows.append([workload, server, str(c), f"{r['rps']:.0f}", f"{r['p50_ms']:.2f}",
-                         f"{r['p99_ms']:.2f}", f"{r['mb_s']:.1f}", str(r["errors"])])  # fmt: skip
-            print(" | ".join(rows[-1]), flush=True)
+    b = Bench(args.seconds or (0.5 if args.quick else 4.0), args.quick)
+    w = workloads()
 
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        export_many(["giou", "ssim", "l1"], repo, progress=False)
-        port = free_port()
-        with cvscore_server(repo, port, batching=True):
-            url = f"127.0.0.1:{port}"
-            record("giou 1000 pairs", "cvscore", url, "giou", boxes, CALLERS)
-            record("ssim 16x3x256x256", "cvscore", url, "ssim", images, (1, 8))
-            record("l1 1x16 (tiny)", "cvscore batching", url, "l1", tiny, (32,))
-        port = free_port()
-        with cvscore_server(repo, port, batching=False):
-            record("l1 1x16 (tiny)", "cvscore no batching", f"127.0.0.1:{port}", "l1", tiny, (32,))
+        b.facts["cold export s"] = rows.cold_export(
+            CVSCORE, repo, QUICK_METRICS if b.quick else None
+        )
+        print(f"cold export: {b.facts['cold export s']:.1f} s", flush=True)
+        for workload, key in ((SSIM1, "ssim1"), (SSIM, "ssim")):
+            r = rows.in_process_ort(repo, "ssim", w[key], b.seconds * 2)
+            b.add(workload, "in-process onnxruntime", 1, {
+                "rps": r["calls_s"], "p50_ms": r["p50_ms"], "p99_ms": float("nan"),
+                "mb_s": r["calls_s"] * sum(a.nbytes for a in w[key].values()) / 1e6, "errors": 0})  # fmt: skip
+        bitwise = run_cvscore(b, repo, w)
+        run_workers(b, repo, w)
         port = free_port()
         with echo_server(port, 16):
             url = f"127.0.0.1:{port}"
-            record("ssim 16x3x256x256", "bare gRPC echo", url, "echo", images, (1, 8))
+            b.record(SSIM, "bare gRPC echo", url, "echo", w["ssim"], (1,) if b.quick else (1, 8))
             # the ceiling for the other two workloads, measured the same way
-            record("giou 1000 pairs", "bare gRPC echo", url, "echo", boxes, (8,))
-            record("l1 1x16 (tiny)", "bare gRPC echo", url, "echo", tiny, (32,))
-        if not args.skip_mlserver:
+            b.record(GIOU, "bare gRPC echo", url, "echo", w["giou"], (8,))
+            b.record(TINY, "bare gRPC echo", url, "echo", w["tiny"], (32,))
+        if args.skip_mlserver or args.quick:
+            b.missing(GIOU, "MLServer + ORT", "skipped (--skip-mlserver or --quick)")
+        else:
             port = free_port()
             work = Path(tmp) / "mlserver"
             work.mkdir()
             with mlserver(repo, work, port):
-                record(
-                    "giou 1000 pairs", "MLServer + ORT", f"127.0.0.1:{port}", "giou", boxes, CALLERS
-                )
+                b.record(GIOU, "MLServer + ORT", f"127.0.0.1:{port}", "giou", w["giou"], CALLERS)
 
-    def ratio(a: tuple[str, str, int], b: tuple[str, str, int], key: str) -> str:
-        if a in results and b in results:
-            return f"{results[a][key] / results[b][key]:.2f}"
-        return "n/a"
-
-    ratios = [
-        ("giou, 8 callers: cvscore / MLServer requests/s (target >= 2)",
-         ratio(("giou 1000 pairs", "cvscore", 8), ("giou 1000 pairs", "MLServer + ORT", 8), "rps")),
-        ("ssim, best of 1/8 callers: cvscore / echo MB/s (target >= 0.70)",
-         f"{max(results[('ssim 16x3x256x256', 'cvscore', c)]['mb_s'] for c in (1, 8)) / max(results[('ssim 16x3x256x256', 'bare gRPC echo', c)]['mb_s'] for c in (1, 8)):.2f}"),
-        ("tiny l1, 32 callers: batching on / off requests/s (target >= 3)",
-         ratio(("l1 1x16 (tiny)", "cvscore batching", 32), ("l1 1x16 (tiny)", "cvscore no batching", 32), "rps")),
-    ]  # fmt: skip
     header = ["workload", "server", "callers", "req/s", "p50 ms", "p99 ms", "MB/s in", "errors"]
-    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    table += ["| " + " | ".join(r) + " |" for r in rows]
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     text = (
-        f"# cvscore serving benchmark, {stamp}\n\n"
+        f"# cvscore serving benchmark{' (quick)' if b.quick else ''}, {stamp}\n\n"
         f"Machine: {platform.machine()}, {os.cpu_count()} cores; load generator tritonclient.grpc "
-        f"in the same machine; {args.seconds:.0f} s per row, closed loop.\n\n"
-        + "\n".join(table)
-        + "\n\n| ratio | value |\n|---|---|\n"
-        + "\n".join(f"| {k} | {v} |" for k, v in ratios)
-        + "\n"
+        f"in the same machine; {b.seconds:g} s per row (ssim 16x3x256x256 rows 4x), closed loop. "
+        "In-process onnxruntime: the repository's ssim model.onnx in an InferenceSession of the "
+        "bench process, calls one after another (req/s = calls/s; images/s = 16 x that).\n"
+        f"Command: `.venv/bin/python bench/serve.py{' --quick' if b.quick else ''}`\n\n"
+        + markdown(header, b.rows)
+        + "\n\n## Ratios and targets\n\n"
+        + markdown(["figure", "value", "target", "met"], ratio_rows(b, bitwise))
+        + "\n\n## Batched == unbatched, every metric\n\n"
+        f"Per metric, {len(rows.ROW_COUNTS)} requests of {list(rows.ROW_COUNTS)} rows sent together "
+        "to the batching server and one at a time to a `--no-batching` one; every output compared "
+        "byte for byte. Rows computed: the server's `cvscore_batch_size_sum` (Prometheus) over "
+        "the run.\n\n" + markdown(BITWISE_HEADER, bitwise_table(bitwise)) + "\n"
     )
     print("\n" + text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"serve-cpu-{stamp}.md"
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"serve-cpu-{stamp}{'-quick' if b.quick else ''}.md"
     out.write_text(text)
     print(f"written to {out}")
-    shutil.rmtree(Path(tmp), ignore_errors=True)
 
 
 if __name__ == "__main__":

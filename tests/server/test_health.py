@@ -92,6 +92,7 @@ def test_readiness_is_reported_only_once_every_model_is_loaded(small_repo: Path)
         server.stop()
 
 
+@pytest.mark.cuda
 def test_cuda_device(small_repo: Path) -> None:
     import torch
 

@@ -104,6 +104,7 @@ def test_metrics_count_requests_by_metric_runtime_and_code(observed: BackgroundS
     assert ("cvscore_inflight_requests", frozenset({("method", "Score")})) in after
 
 
+@pytest.mark.cuda
 def test_metrics_gpu_memory_gauge_only_with_a_gpu(observed: BackgroundServer) -> None:
     import torch
 
