@@ -1,4 +1,5 @@
-"""The gate's PNG plots: COCO precision-recall curves and per-sample score distributions.
+"""The gate's PNG plots: COCO precision-recall curves, per-sample score distributions and
+the bootstrap distributions behind the ``confidence`` checks that did not pass.
 
 Each plot overlays the baseline (dashed) when the baseline report carries the same curve
 or per-sample scores, and draws the gate's thresholds: the PR legend gives each curve's AP
@@ -124,9 +125,12 @@ def distribution(
 
 
 def bootstrap_plots(out_dir: Path, checks: Sequence[tuple[Any, Any]], boot: Any) -> list[str]:
-    """One plot per figure with a ``confidence`` check: the bootstrap distribution of the
-    paired change from the baseline (for ``max_drop``; else of the figure), its interval and
-    the threshold. ``checks``: (Check, CheckResult) pairs. Returns the file names."""
+    """One plot per figure with a ``confidence`` check its interval did not pass (failed or
+    inconclusive): the bootstrap distribution of the paired change from the baseline (for
+    ``max_drop``; else of the figure), its interval and the threshold. A check that passed
+    gets none (its interval is in the summary and the report): each plot costs about as
+    much as the whole bootstrap. ``checks``: (Check, CheckResult) pairs. Returns the file
+    names."""
     from .bootstrap import change, percentile_interval
 
     by_figure: dict[str, list[Any]] = {}
@@ -137,6 +141,8 @@ def bootstrap_plots(out_dir: Path, checks: Sequence[tuple[Any, Any]], boot: Any)
             results[id(c)] = r
     made = []
     for figure, group in by_figure.items():
+        if all(results[id(c)].interval.verdict == "pass" for c in group):
+            continue
         first = results[id(group[0])].interval
         values = boot.values(figure, first.resamples)
         drops = [c for c in group if c.kind == "max_drop"]

@@ -3,31 +3,33 @@
 numpy only. A bootstrap resample of a COCO dataset is a multiset of its images: image ``i``
 taken ``w[i]`` times (multinomial counts). Greedy matching is per (image, category), so a
 duplicated image matches exactly as the original did, and COCOeval on the resampled set
-(each copy a distinct image id) differs from the original only in how often each image's
-detections and ground truths count. :func:`resampled_stats` therefore needs only what the
-COCO aggregator keeps (per detection: image, category, rank, score, true-positive and
-ignore flags per area range and IoU threshold) plus each image's non-ignored ground-truth
-count per (category, area range) (:func:`coco_evidence`).
+(each copy a distinct image id, the copies of an image consecutive in the original order)
+differs from the original only in how often each image's detections and ground truths
+count. :func:`resampled_stats` therefore needs only what the COCO aggregator keeps (per
+detection: image, category, rank, score, true-positive and ignore flags per area range and
+IoU threshold) plus each image's non-ignored ground-truth count per (category, area range)
+(:func:`coco_evidence`).
 
-For every category the detections are sorted once, by (-score, image, rank) as
-:meth:`CocoAggregator.accumulate` does; per resample each detection is weighted by the
-multiplicity of its image, and the weighted true / false positive cumulative sums replace
-COCOeval's unweighted ones (ground-truth counts weighted likewise). A detection of weight
-``w`` stands for ``w`` consecutive copies with the same flags; the points inside such a run
-never change an interpolated precision (a run of true positives only raises precision, so
-the envelope at its inner points equals the envelope at its end; a run of false positives
-keeps recall, so the recall search never stops inside it), so the result is COCOeval's on
-the resampled set whose copies of an image get consecutive ids in the original order.
-Recall thresholds are found on integer counts, so the search is exact. One case differs:
-an image holding two detections of one category with exactly the same score (pycocotools
-then orders a duplicated image's copies one after the other, here each detection's copies
-sit together); only the precision inside that tie can move.
+Order. pycocotools sorts a category's detections with a stable mergesort on ``-score``
+over the list built image by image (each image's in rank order), so equal scores keep
+image order, then rank. The evidence is sorted the same way, by (-score, image, rank), and
+a detection of weight ``w`` stands for ``w`` consecutive copies with the same flags. That
+is exact except inside a *same-image tie* (two or more detections of one image and
+category with the same score): pycocotools then takes copy 1's tied detections, then copy
+2's, and so on. Such a run is unrolled here into ``max(w)`` repetitions of the tied
+detections, repetition ``c`` weighted ``1`` where the resample draws the image more than
+``c`` times, else ``0``, which is that order exactly (a weight-0 point repeats the point
+before it and changes no interpolated precision).
 
-Only the points after a detection that is a true positive at some IoU threshold are formed
-(precision peaks at true positives); the detections that are false positives at every
-threshold enter as weighted counts. Cost per category and area range: one weighted
-cumulative sum over those false positives, ``[B, D_fp]``, and ``[B, T, D_tp]`` over the
-rest; vectorised across resamples (chunks of them), no Python loop over them.
+Accumulate. Resamples are the inner, contiguous axis of every array (``[points, B]``), so
+gathering a detection's weights is one row copy. Per category and area range, one weighted
+cumulative sum over the counted detections (``[D, B]``); per IoU threshold, only the
+points after that threshold's true positives are formed (precision peaks at them; a run of
+``w`` copies of one never changes the envelope inside it), their precision's upper
+envelope, and a table ``G[c]`` = how many recall thresholds a true-positive count ``c``
+reaches (found on integer counts, so exact): the interpolated precision summed over the
+101 thresholds is ``sum_p envelope[p] * (G[tp[p]] - G[tp[p - 1]])``. Chunks of resamples
+bound the memory; there is no Python loop over resamples.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from .coco_eval import (
 if TYPE_CHECKING:
     from .coco import CocoData
 
-_CHUNK_ELEMENTS = 1 << 18  # resamples x thresholds x detections per chunk (cache-sized)
+_CHUNK_ELEMENTS = 1 << 20  # detections x resamples per chunk (int32: 4 MiB)
 
 
 def coco_evidence(data: CocoData, agg: CocoAggregator) -> dict[str, np.ndarray]:
@@ -92,29 +94,36 @@ def resampled_stats(ev: Mapping[str, Any], weights: np.ndarray) -> dict[str, np.
     )
     gt = np.asarray(ev["gt"], dtype=np.int64)
     k_n = gt.shape[1]
-    npig = (weights @ gt.reshape(len(gt), -1)).reshape(b_n, k_n, a_n)  # [B, K, A]
-    ap_sum = np.zeros((b_n, k_n, a_n, t_n))  # sum over recall thresholds, maxDets 100
-    recall = np.zeros((b_n, k_n, a_n, m_n, t_n))
-    category = np.asarray(ev["category"])
+    # float64 products are exact on these counts, and BLAS (integer matmul is not)
+    npig = (weights.astype(np.float64) @ gt.reshape(len(gt), -1).astype(np.float64)).reshape(
+        b_n, k_n, a_n
+    )
+    npig = npig.astype(np.int64)  # [B, K, A]
+    ap_sum = np.zeros((k_n, a_n, t_n, b_n))  # sum over recall thresholds, maxDets 100
+    recall = np.zeros((k_n, a_n, m_n, t_n, b_n))
+    table, row, pick = unroll_ties(ev, weights)
+    category = np.asarray(ev["category"])[pick]
+    rank, tp_all, ig_all = (np.asarray(ev[f])[pick] for f in ("rank", "tp", "ignore"))
     bounds = np.searchsorted(category, np.arange(k_n + 1))
     for k in range(k_n):
         lo, hi = int(bounds[k]), int(bounds[k + 1])
-        image, rank = ev["image"][lo:hi], ev["rank"][lo:hi]
         for a in range(a_n):
-            if not npig[:, k, a].any():  # left out of every resample's means
+            n_ka = npig[:, k, a]
+            if not n_ka.any():  # left out of every resample's means
                 continue
-            tp, ignore = ev["tp"][lo:hi, a, :], ev["ignore"][lo:hi, a, :]
-            fp = ~tp & ~ignore
-            always_fp = fp.all(1)
-            live = np.nonzero(~always_fp & ~ignore.all(1))[0]  # every true positive is here
-            w_live = weights[:, image[live]].astype(np.float64)  # exact: small integers
-            total = np.maximum(npig[:, k, a], 1)[:, None]
-            for m, max_det in enumerate(MAX_DETS):
-                sel = rank[live] < max_det
-                recall[:, k, a, m] = (w_live[:, sel] @ tp[live[sel]].astype(np.float64)) / total
-            ap_sum[:, k, a] = _precision_sums(
-                weights, image, live, np.nonzero(always_fp)[0], tp, fp, npig[:, k, a]
-            )
+            tp, ignore = tp_all[lo:hi, a, :], ig_all[lo:hi, a, :]
+            counted = np.nonzero(~ignore.all(1))[0]
+            if not tp[counted].any():  # no true positive: precision and recall 0
+                continue
+            tp, ignore = tp[counted], ignore[counted]
+            rows, ranks = row[lo:hi][counted], rank[lo:hi][counted]
+            step = max(1, _CHUNK_ELEMENTS // len(counted))
+            for b0 in range(0, b_n, step):
+                cols = slice(b0, b0 + step)
+                w = table[rows, cols]  # [D, b]
+                ap_sum[k, a, :, cols], recall[k, a, :, :, cols] = _accumulate(
+                    w, tp, ignore, ranks, n_ka[cols]
+                )
     valid = npig > 0  # [B, K, A]: categories COCOeval keeps
     iou = list(np.round(IOU_THRESHOLDS, 2))
     out: dict[str, np.ndarray] = {}
@@ -124,93 +133,102 @@ def resampled_stats(ev: Mapping[str, Any], weights: np.ndarray) -> dict[str, np.
         ("AP_small", slice(None), 1), ("AP_medium", slice(None), 2), ("AP_large", slice(None), 3),
     )  # fmt: skip
     for name, ts, a in specs:
-        s = np.where(valid[:, :, a, None], ap_sum[:, :, a, ts], 0.0).sum((1, 2))
+        s = np.where(valid[:, :, a], ap_sum[:, a, ts].sum(1).T, 0.0).sum(1)
         count = valid[:, :, a].sum(1) * r_n * len(range(t_n)[ts])
         out[name] = _mean_or_minus_one(s, count)
     for name, a, m in (
         ("AR1", 0, 0), ("AR10", 0, 1), ("AR100", 0, 2),
         ("AR_small", 1, 2), ("AR_medium", 2, 2), ("AR_large", 3, 2),
     ):  # fmt: skip
-        s = np.where(valid[:, :, a, None], recall[:, :, a, m], 0.0).sum((1, 2))
+        s = np.where(valid[:, :, a], recall[:, a, m].sum(1).T, 0.0).sum(1)
         out[name] = _mean_or_minus_one(s, valid[:, :, a].sum(1) * t_n)
     return {name: out[name] for name in STAT_NAMES}
+
+
+def unroll_ties(
+    ev: Mapping[str, Any], weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The detections in pycocotools' order on every resample, and their weights.
+
+    Returns ``table`` int32[N + V, B] (row ``i < N``: how often each resample draws image
+    ``i``; the ``V`` rows after it: ``1`` where it draws a tied image more than ``c``
+    times), and per unrolled detection its row in ``table`` and its position in ``ev``.
+    Without same-image ties: ``weights.T``, the images, and every detection once.
+    """
+    table = np.ascontiguousarray(weights.T, dtype=np.int32)
+    cat, image, score = (np.asarray(ev[f]) for f in ("category", "image", "score"))
+    d_n = len(cat)
+    same = (cat[1:] == cat[:-1]) & (image[1:] == image[:-1]) & (score[1:] == score[:-1])
+    if not same.any():
+        return table, image, np.arange(d_n)
+    first = np.concatenate([[True], ~same])
+    block = np.cumsum(first) - 1  # each detection's run of equal (category, image, score)
+    head = np.nonzero(first)[0]  # the first position of each run
+    tied = np.bincount(block)[block] > 1
+    tied_images = np.unique(image[tied])
+    most = table[tied_images].max(1)  # the most copies of each tied image in any resample
+    offset = len(table) + np.concatenate([[0], np.cumsum(most)[:-1]])
+    copy_image = np.repeat(tied_images, most)
+    copy = np.arange(len(copy_image)) - np.repeat(offset - len(table), most)
+    extra = (table[copy_image] > copy[:, None]).astype(np.int32)
+    where = np.searchsorted(tied_images, image)
+    copies = np.where(tied, most[np.minimum(where, len(most) - 1)], 1)
+    pick = np.repeat(np.arange(d_n), copies)
+    c = np.arange(len(pick)) - np.repeat(np.cumsum(copies) - copies, copies)
+    order = np.lexsort((pick, c, head[block[pick]]))  # by run, then repetition, then rank
+    pick, c = pick[order], c[order]
+    row = np.where(tied[pick], offset[np.minimum(where[pick], len(most) - 1)] + c, image[pick])
+    return np.concatenate([table, extra]), row, pick
+
+
+def _accumulate(
+    w: np.ndarray, tp: np.ndarray, ignore: np.ndarray, rank: np.ndarray, npig: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For one category and area range: per IoU threshold, the interpolated precision summed
+    over the recall thresholds (float64[T, b]) and the recall at each maxDets
+    (float64[M, T, b]).
+
+    ``w`` int32[D, b]: each counted detection's weight in each resample (score order);
+    ``tp`` / ``ignore`` bool[D, T]; ``rank`` int[D]; ``npig`` int[b], the weighted number of
+    non-ignored ground truths. (No BLAS: many small products thrash its threads.)
+    """
+    t_n, b_n = tp.shape[1], w.shape[1]
+    total = np.cumsum(w, axis=0, dtype=np.int32)  # detections so far, ignored ones included
+    reach, column = _thresholds_reached(npig)
+    n = np.maximum(npig, 1).astype(np.float64)
+    ap = np.zeros((t_n, b_n))
+    recall = np.zeros((len(MAX_DETS), t_n, b_n))
+    for t in range(t_n):
+        points = np.nonzero(tp[:, t])[0]
+        if len(points) == 0:
+            continue
+        tp_sum = np.cumsum(w[points], axis=0, dtype=np.int32)  # [P, b]
+        seen = total[points]
+        ignored = np.nonzero(ignore[:, t])[0]
+        if len(ignored):  # take the ignored detections so far back out of the count
+            ig_sum = np.zeros((len(ignored) + 1, b_n), dtype=np.int32)
+            np.cumsum(w[ignored], axis=0, out=ig_sum[1:])
+            seen -= ig_sum[np.searchsorted(ignored, points, side="right")]
+        pr = tp_sum / (seen + np.spacing(1))
+        env = np.maximum.accumulate(pr[::-1], axis=0)[::-1]
+        g = reach.reshape(-1)[np.minimum(tp_sum, len(reach) - 1) * reach.shape[1] + column]
+        g[1:] -= g[:-1].copy()
+        ap[t] = np.einsum("pb,pb->b", env, g)
+        recall[-1, t] = tp_sum[-1] / n
+        for m, max_det in enumerate(MAX_DETS[:-1]):
+            recall[m, t] = w[points[rank[points] < max_det]].sum(0) / n
+    return ap, recall
 
 
 def _mean_or_minus_one(total: np.ndarray, count: np.ndarray) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), -1.0)
 
 
-def _precision_sums(
-    weights: np.ndarray,
-    image: np.ndarray,
-    live: np.ndarray,
-    always_fp: np.ndarray,
-    tp: np.ndarray,
-    fp: np.ndarray,
-    npig: np.ndarray,
-) -> np.ndarray:
-    """Sum over the 101 recall thresholds of interpolated precision, per resample and IoU
-    threshold, for one category and area range.
-
-    ``weights`` int[B, N]; ``image`` int[D] each detection's image; ``live`` the detections
-    that are not a false positive (nor ignored) at every IoU threshold, ``always_fp`` those
-    that are; ``tp`` / ``fp`` bool[D, T]; ``npig`` int[B]. Only the points after a live
-    detection are formed: recall rises only at true positives, and precision, which falls
-    between them, peaks at one, so the interpolated precision at each recall threshold is
-    a maximum over those points. The always-false-positive detections enter as weighted
-    counts before each live one.
-    """
-    b_n, t_n, p_n = len(weights), tp.shape[1], len(live)
-    out = np.zeros((b_n, t_n))
-    if p_n == 0:
-        return out
-    seg = np.searchsorted(live, always_fp)  # the live detection each false positive precedes
-    always_fp, seg = always_fp[seg < p_n], seg[seg < p_n]
-    ends = np.searchsorted(seg, np.arange(p_n), side="right")  # false positives before each
-    tpi = tp[live].T.astype(np.int32)[None]  # [1, T, P]; counts stay far below 2**31
-    fpi = fp[live].T.astype(np.int32)[None]
-    need = _counts_reaching(npig)  # [B, R]: the least count that reaches each threshold
-    # Search each distinct count once: with fewer ground truths than recall thresholds,
-    # the counts 0..max(need), each weighted by how many thresholds need it.
-    n_max = int(need.max(initial=0))
-    if n_max + 1 < need.shape[1]:
-        keys = np.broadcast_to(np.arange(n_max + 1, dtype=np.int64), (b_n, n_max + 1))
-        flat = (need + (n_max + 1) * np.arange(b_n, dtype=np.int64)[:, None]).reshape(-1)
-        mult = np.bincount(flat, minlength=b_n * (n_max + 1)).reshape(b_n, n_max + 1)
-    else:
-        keys, mult = need, np.ones_like(need)
-    mult = mult.astype(np.float64)
-    step = max(1, min(_CHUNK_ELEMENTS // (t_n * p_n), 2 * _CHUNK_ELEMENTS // max(len(seg), 1)))
-    for b0 in range(0, b_n, step):
-        wb = weights[b0 : b0 + step]
-        before = np.zeros((len(wb), len(seg) + 1), dtype=np.int32)
-        np.cumsum(wb[:, image[always_fp]], axis=1, out=before[:, 1:])
-        wl = wb[:, image[live]].astype(np.int32)[:, None, :]  # [b, 1, P]
-        tp_sum = np.cumsum(wl * tpi, axis=-1, dtype=np.int32)  # [b, T, P]
-        fp_sum = np.cumsum(wl * fpi, axis=-1, dtype=np.int32)
-        fp_sum += before[:, ends][:, None, :]
-        tpf = tp_sum.astype(np.float64)
-        pr = tpf / (fp_sum + tpf + np.spacing(1))
-        env = np.maximum.accumulate(pr[:, :, ::-1], axis=-1)[:, :, ::-1]
-        rows = len(wb) * t_n
-        big = int(max(tp_sum[..., -1].max(initial=0), npig.max(initial=0))) + 1
-        offsets = (np.arange(rows, dtype=np.int64) * big).reshape(-1, t_n, 1)
-        queries = keys[b0 : b0 + step, None, :] + offsets  # [b, T, Q]
-        inds = np.searchsorted((tp_sum + offsets).reshape(-1), queries.reshape(-1))  # int64
-        starts = (np.arange(rows, dtype=np.int64) * p_n).reshape(-1, t_n, 1)
-        inds = inds.reshape(queries.shape) - starts
-        inside = inds < p_n
-        q = np.where(inside, env.reshape(-1)[np.where(inside, inds, 0) + starts], 0.0)
-        out[b0 : b0 + step] = np.einsum("btq,bq->bt", q, mult[b0 : b0 + step])
-    return out
-
-
-def _counts_reaching(npig: np.ndarray) -> np.ndarray:
-    """int[B, R]: the least integer ``c`` with ``c / npig >= r`` (float64 division) per
-    recall threshold ``r``; ``npig`` 0 gives 0 (such categories are left out anyway)."""
-    n = np.maximum(np.asarray(npig, dtype=np.int64), 1)[:, None].astype(np.float64)
-    r = RECALL_THRESHOLDS[None, :]
-    c = np.ceil(r * n)
-    c = np.where((c - 1) / n >= r, c - 1, c)
-    c = np.where(c / n < r, c + 1, c)
-    return c.astype(np.int64)
+def _thresholds_reached(npig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How many recall thresholds ``r`` a true-positive count ``c`` reaches, ``c / npig >= r``
+    in float64 as pycocotools' ``searchsorted`` on its recall decides: ``table[c, j]`` for
+    ``c`` up to ``max(npig)`` and the ``j``-th distinct count, and each resample's ``j``."""
+    counts, column = np.unique(np.maximum(npig, 1), return_inverse=True)
+    recall = np.arange(int(counts[-1]) + 1)[:, None] / counts[None, :].astype(np.float64)
+    table = np.searchsorted(RECALL_THRESHOLDS, recall, side="right").astype(np.int32)
+    return table, column.reshape(-1)

@@ -43,6 +43,9 @@ def test_the_confidence_example_fails_warns_and_reruns_byte_for_byte(
     assert suite is not None and suite.get("skipped") == "1"
     for name in ("boot_boxes_coco_map_AP.png", "boot_pairs_psnr_mean.png"):
         assert (tmp_path / "a" / name).read_bytes()[:4] == b"\x89PNG"
+    # the mean IoU check passed on its interval: no histogram for it
+    assert not (tmp_path / "a" / "boot_masks_mean_iou_mean_iou.png").exists()
+    assert "boot_masks_mean_iou_mean_iou.png" not in first.plots
     report = first.report
     assert report["bootstrap"]["intervals"]["boxes/coco_map/AP"]["change"] is not None
     second = run(EXAMPLES / "confidence.toml", tmp_path / "b", repo)

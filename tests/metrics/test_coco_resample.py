@@ -2,7 +2,9 @@
 
 A resample is a multiset of images; pycocotools sees it as a COCO file in which every copy
 of an image is a distinct image (new ids, copies of one image consecutive, in the original
-order) with copies of its annotations and detections.
+order) with copies of its annotations and detections. The fixture's scores tie often, also
+within one image and category, where pycocotools' order of a duplicated image's copies
+matters (``coco_resample``'s docstring).
 """
 
 from __future__ import annotations
@@ -16,19 +18,6 @@ from cvscore.gate.bootstrap import draws, multiplicities
 from cvscore.metrics import coco
 from cvscore.metrics.coco_resample import coco_evidence, resampled_stats
 from tests.metrics.test_coco import pycocotools_stats, synthetic_coco
-
-
-def untie_within_images(dt: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Nudge equal scores of one (image, category) apart: the one documented case where
-    the weighted accumulation and pycocotools order a duplicated image's detections
-    differently. Equal scores across images are kept (those are exact)."""
-    seen: dict[tuple[int, int, float], int] = {}
-    out = []
-    for d in dt:
-        key = (d["image_id"], d["category_id"], d["score"])
-        seen[key] = seen.get(key, 0) + 1
-        out.append({**d, "score": d["score"] + 1e-7 * (seen[key] - 1)})
-    return out
 
 
 def resampled_coco(
@@ -46,8 +35,7 @@ def resampled_coco(
 
 
 def evidence(seed: int) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any], Any]:
-    gt, dt = synthetic_coco(seed)
-    dt = untie_within_images(dt)
+    gt, dt = synthetic_coco(seed)  # a fifth of the scores are 0.5 or 0.25: many ties
     data = coco.parse_coco(gt, dt)
     agg = coco.evaluate(data)
     return gt, dt, coco_evidence(data, agg), agg
@@ -90,3 +78,52 @@ def test_a_category_absent_from_a_resample_is_left_out_as_pycocotools_does() -> 
     got = np.array([stats[name][0] for name in coco.STAT_NAMES])
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
     assert cats[k] in {a["category_id"] for a in gt["annotations"]}
+
+
+def test_same_image_ties_order_a_duplicated_image_as_pycocotools_does() -> None:
+    # Image 1: a true positive and a false positive with the same score 0.9 (the true
+    # positive first); image 2: one true positive at 0.5; every box 40 x 40 (medium).
+    # Image 1 drawn twice: pycocotools takes copy 1's pair, then copy 2's: TP FP TP FP TP,
+    # precision 1, 2/3, 3/5 at recall 1/3, 2/3, 1, so AP = (34 * 1 + 33 * 2/3 + 34 * 3/5)
+    # / 101 at every IoU threshold. Each detection's copies together (TP TP FP FP TP) would
+    # give (67 * 1 + 34 * 3/5) / 101 instead.
+    box, away = [10.0, 10.0, 40.0, 40.0], [200.0, 200.0, 40.0, 40.0]
+    gt = {
+        "images": [{"id": i, "width": 640, "height": 480} for i in (1, 2)],
+        "annotations": [
+            {"id": i, "image_id": i, "category_id": 1, "bbox": box, "area": 1600.0, "iscrowd": 0}
+            for i in (1, 2)
+        ],
+        "categories": [{"id": 1, "name": "c1"}],
+    }
+    dt = [
+        {"image_id": 1, "category_id": 1, "bbox": box, "score": 0.9},
+        {"image_id": 1, "category_id": 1, "bbox": away, "score": 0.9},
+        {"image_id": 2, "category_id": 1, "bbox": box, "score": 0.5},
+    ]
+    data = coco.parse_coco(gt, dt)
+    ev = coco_evidence(data, coco.evaluate(data))
+    drawn = np.array([0, 0, 1])
+    stats = resampled_stats(ev, np.bincount(drawn, minlength=2)[None])
+    got = np.array([stats[name][0] for name in coco.STAT_NAMES])
+    expected = pycocotools_stats(*resampled_coco(gt, dt, ev["ids"], drawn))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert stats["AP"][0] == pytest.approx((34 + 33 * 2 / 3 + 34 * 3 / 5) / 101, abs=1e-12)
+    assert stats["AP_medium"][0] == stats["AP"][0]
+    assert stats["AR100"][0] == 1.0
+
+
+def test_ties_across_images_and_within_one_resample_set() -> None:
+    # the fixture's ties (same image and across images) on resamples that take its tied
+    # images two and three times
+    gt, dt, ev, _ = evidence(4)
+    cat, image, score = ev["category"], ev["image"], ev["score"]
+    same = (cat[1:] == cat[:-1]) & (image[1:] == image[:-1]) & (score[1:] == score[:-1])
+    tied = np.unique(image[1:][same])
+    assert len(tied) >= 3
+    n = len(ev["ids"])
+    drawn = np.concatenate([np.arange(n), tied, tied[::2]])
+    stats = resampled_stats(ev, np.bincount(drawn, minlength=n)[None])
+    got = np.array([stats[name][0] for name in coco.STAT_NAMES])
+    expected = pycocotools_stats(*resampled_coco(gt, dt, ev["ids"], drawn))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
