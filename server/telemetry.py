@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from . import logs
 from .errors import shown
+from .modelstats import StatisticsCollector
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -139,6 +140,7 @@ class Telemetry:
     # -- batchers ----------------------------------------------------------------------
     def attach(self, core: ScoringCore) -> None:
         """Observe queue time and batch size on every batcher of a started core."""
+        self.registry.register(StatisticsCollector(core.statistics))
         for model in core.models.values():
             self.attach_model(model)
 
