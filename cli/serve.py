@@ -154,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a flag out of range, half a TLS pair
         raise CliError(str(exc)) from exc
     try:
+        if config.workers > 1:
+            from ..server import workers
+
+            return workers.main(config, not args.no_progress, (args.log_level, args.log_format))
         return main(config, progress=not args.no_progress)
     except (ValueError, OSError) as exc:
         # What the server reports while starting: unreadable TLS or token files, a port

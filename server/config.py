@@ -111,6 +111,11 @@ class ServerConfig:
             raise ValueError(
                 f"Expected `model_control` to be one of {list(MODES)}, got {self.model_control!r}"
             )
+        if self.workers > 1 and self.model_control == "explicit":
+            raise ValueError(
+                "Expected `model_control` none or poll with `workers` > 1: an explicit "
+                "load or unload would reach one worker only"
+            )
         if not self.repository_poll_s > 0:
             raise ValueError(
                 f"Expected `repository_poll_s` to be positive, got {self.repository_poll_s}"

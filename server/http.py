@@ -282,13 +282,22 @@ class HttpFrontEnd:
         return response
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
-        """Listen on ``host:port`` (0: a free port); return the port."""
+    async def start(
+        self,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
+    ) -> int:
+        """Listen on ``host:port`` (0: a free port); return the port. ``reuse_port``: share
+        it with the other processes of ``--workers N`` (SO_REUSEPORT)."""
         runner = web.AppRunner(
             self.app, access_log=None, handle_signals=False, shutdown_timeout=self.grace_s
         )
         await runner.setup()
-        site = web.TCPSite(runner, host or None, port, ssl_context=ssl_context, reuse_port=False)
+        site = web.TCPSite(
+            runner, host or None, port, ssl_context=ssl_context, reuse_port=reuse_port
+        )
         try:
             await site.start()
         except OSError:

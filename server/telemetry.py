@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cvscore.access")
 
 REQUEST_ID = "x-request-id"
+WORKER = "x-cvscore-worker"  # the worker of --workers N that answered (server/workers.py)
 OTHER = "other"  # the label of a runtime name the server does not have
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 UNTRACKED_SERVICES = frozenset(
@@ -237,9 +238,12 @@ class Call:
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     """Request ids, metrics and the access log; ``telemetry`` None: ids and log only."""
 
-    def __init__(self, telemetry: Telemetry | None, core: ScoringCore) -> None:
+    def __init__(
+        self, telemetry: Telemetry | None, core: ScoringCore, worker: int | None = None
+    ) -> None:
         self.telemetry = telemetry
         self.core = core
+        self.worker = () if worker is None else ((WORKER, str(worker)),)
 
     async def intercept_service(
         self,
@@ -289,7 +293,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         context: grpc.aio.ServicerContext,
     ) -> Any:
         token = logs.request_id.set(call.request_id)
-        context.set_trailing_metadata(((REQUEST_ID, call.request_id),))
+        context.set_trailing_metadata(((REQUEST_ID, call.request_id), *self.worker))
         inflight = self.telemetry.inflight.labels(call.method) if self.telemetry else None
         if inflight is not None:
             inflight.inc()
