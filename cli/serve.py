@@ -56,7 +56,14 @@ def add_parser(sub: Any) -> None:
         help="start each request at a multiple of this many rows (default 1: no padding; "
         "the exported graphs give a row the same bits in any batch without it)",
     )
-    p.add_argument("--workers", type=int, default=2, help="compute threads")
+    p.add_argument("--threads", type=int, default=2, help="compute threads per process")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the ports (SO_REUSEPORT; Linux), each loading the "
+        "repository once; worker i serves metrics on --metrics-port + i",
+    )
     p.add_argument("--grace-s", type=float, default=30.0, help="drain time on SIGTERM")
     p.add_argument("--no-batching", action="store_true", help="max batch 1, no delay")
     p.add_argument("--no-progress", action="store_true", help="no export progress bar")
@@ -130,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
             max_request_mb=args.max_request_mb,
             max_work_mb=args.max_work_mb,
             align=args.align,
+            threads=args.threads,
             workers=args.workers,
             grace_s=args.grace_s,
             tls_cert=path(args.tls_cert),
@@ -146,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a flag out of range, half a TLS pair
         raise CliError(str(exc)) from exc
     try:
+        if config.workers > 1:
+            from ..server import workers
+
+            return workers.main(config, not args.no_progress, (args.log_level, args.log_format))
         return main(config, progress=not args.no_progress)
     except (ValueError, OSError) as exc:
         # What the server reports while starting: unreadable TLS or token files, a port

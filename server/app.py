@@ -70,8 +70,10 @@ class Server:
         limit = config.max_message_mb * 1024 * 1024
         self.telemetry = Telemetry() if config.metrics_port is not None else None
         self.metrics_port = 0
+        worker = config.worker_index  # one of --workers N: share the ports (SO_REUSEPORT)
+        reuse = int(worker is not None)
         interceptors: list[grpc.aio.ServerInterceptor] = [
-            TelemetryInterceptor(self.telemetry, core)  # outermost: sees refusals too
+            TelemetryInterceptor(self.telemetry, core, worker)  # outermost: sees refusals too
         ]
         auth = None
         if config.auth_tokens_file is not None:
@@ -86,7 +88,7 @@ class Server:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", reuse),
             ],
         )
         self.health = health.aio.HealthServicer()
@@ -124,7 +126,7 @@ class Server:
         self.health_grpc: grpc.aio.Server | None = None
         self.health_port = 0
         if config.health_port is not None:
-            self.health_grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            self.health_grpc = grpc.aio.server(options=[("grpc.so_reuseport", reuse)])
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_grpc)
             self.health_port = _bind(self.health_grpc, config.host, config.health_port, None)
 
@@ -141,7 +143,12 @@ class Server:
                 context = security.server_ssl_context(
                     self.config.tls_cert, self.config.tls_key, self.config.tls_client_ca
                 )
-            self.http_port = await self.http.start(self.config.host, self.config.http_port, context)
+            self.http_port = await self.http.start(
+                self.config.host,
+                self.config.http_port,
+                context,
+                self.config.worker_index is not None,
+            )
             scheme = "https" if context is not None else "http"
             log.info(
                 "KServe v2 HTTP on %s://%s",

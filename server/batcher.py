@@ -54,6 +54,17 @@ class BatchInfo:
     rows: int
 
 
+@dataclass(frozen=True)
+class RunInfo:
+    """What one successful run cost: the callers' rows (no padding), in seconds."""
+
+    rows: int
+    requests: int
+    input_s: float  # concatenating the inputs
+    infer_s: float  # the graph
+    output_s: float  # splitting the outputs
+
+
 class Batcher:
     """One queue and one worker task per (model, runtime); compute in ``executor``."""
 
@@ -84,6 +95,7 @@ class Batcher:
         # requests whose work estimates sum past this never share a run (0: no bound)
         self.max_cost = max(0, int(max_cost))
         self.hooks: list[Hook] = []  # observers of "queued", "ran", "expired", "cancelled"
+        self.run_hooks: list[Callable[[RunInfo], None]] = []  # after each run, in its thread
         self.runs = 0
         self._queue: collections.deque[Request] = collections.deque()
         self._wake = asyncio.Event()
@@ -316,10 +328,12 @@ class Batcher:
 
     def _run_one(self, run: list[Request]) -> list[Outcome]:
         try:
-            inputs, offsets, rows = self._concatenate(run)
             t0 = time.perf_counter()
+            inputs, offsets, rows = self._concatenate(run)
+            t1 = time.perf_counter()
             outputs = self._run_fn(inputs)
-            compute = time.perf_counter() - t0
+            t2 = time.perf_counter()
+            compute = t2 - t1
             self.runs += 1
             parts = self._split(outputs, offsets, rows)
         except Exception as exc:
@@ -331,6 +345,12 @@ class Batcher:
                 return [o for request in run for o in self._run_one([request])]
             return [(run[0], exc, None)]
         info = BatchInfo(0.0, compute, len(run), rows)
+        if self.run_hooks:
+            ran = RunInfo(
+                sum(r.rows for r in run), len(run), t1 - t0, compute, time.perf_counter() - t2
+            )
+            for hook in self.run_hooks:
+                hook(ran)
         return [(r, part, info) for r, part in zip(run, parts, strict=True)]
 
     def _concatenate(

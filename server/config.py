@@ -37,7 +37,9 @@ class ServerConfig:
     max_request_mb: float = 256.0  # its inputs, decoded and cast
     max_work_mb: float = 1024.0  # what its graph allocates (an estimate), inputs included
     align: int = 1
-    workers: int = 2
+    threads: int = 2  # compute threads per process
+    workers: int = 1  # server processes sharing the ports (server/workers.py)
+    worker_index: int | None = None  # set in each process of --workers N
     grace_s: float = 30.0
     # security (see server/security.py)
     tls_cert: Path | None = None
@@ -73,7 +75,7 @@ class ServerConfig:
             max_queue_delay_us=self.max_queue_delay_us,
             max_queue_size=self.max_queue_size,
             align=self.align,
-            workers=self.workers,
+            threads=self.threads,
             limits=Limits.from_mb(self.max_request_mb, self.max_work_mb),
         )
 
@@ -86,6 +88,7 @@ class ServerConfig:
             "max_request_mb",
             "max_work_mb",
             "align",
+            "threads",
             "workers",
         ):
             if getattr(self, name) < 1:
@@ -107,6 +110,11 @@ class ServerConfig:
         if self.model_control not in MODES:
             raise ValueError(
                 f"Expected `model_control` to be one of {list(MODES)}, got {self.model_control!r}"
+            )
+        if self.workers > 1 and self.model_control == "explicit":
+            raise ValueError(
+                "Expected `model_control` none or poll with `workers` > 1: an explicit "
+                "load or unload would reach one worker only"
             )
         if not self.repository_poll_s > 0:
             raise ValueError(

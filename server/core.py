@@ -31,6 +31,7 @@ from .errors import (
     shown,
 )
 from .models import PREFERENCE, CoreOptions, Model, load_model
+from .modelstats import ModelStatistics
 from .results import EvaluateResult, ScoreResult, Timing
 
 __all__ = ["PREFERENCE", "CoreOptions", "EvaluateResult", "Model", "ScoreResult", "ScoringCore"]
@@ -61,8 +62,9 @@ class ScoringCore:
         self.stopping = False  # set from any thread: stop loading after the current model
         # entries of the repository that cannot be served at all, with the reason
         self.failed: dict[str, str] = {}
+        self.statistics = ModelStatistics()  # ModelStatistics and the cvscore_model_* counters
         self._executor = ThreadPoolExecutor(
-            max_workers=max(1, self.options.workers), thread_name_prefix="cvscore-compute"
+            max_workers=max(1, self.options.threads), thread_name_prefix="cvscore-compute"
         )
         self._hooks: list[Hook] = []
         self._loading: dict[tuple[str, str], asyncio.Lock] = {}
@@ -119,6 +121,7 @@ class ScoringCore:
             max_cost=o.limits.max_work_bytes,
         )
         batcher.hooks.extend(self._hooks)
+        batcher.run_hooks.append(self.statistics.run_hook(model.name, model.version))
         batcher.start()
         model.batchers[kind] = batcher
         return batcher
@@ -211,35 +214,38 @@ class ScoringCore:
         check passes. ``exact_dtypes``: refuse a float input of another float dtype rather
         than cast it (the KServe API).
         """
-        start = time.perf_counter()
         model = self.serving(name)
-        if reduction not in REDUCTIONS:
-            raise InvalidInputError(
-                f"Expected `reduction` to be one of {list(REDUCTIONS)}, got {reduction!r}"
+        with self.statistics.request(model.name, model.version) as timer:
+            start = time.perf_counter()
+            if reduction not in REDUCTIONS:
+                raise InvalidInputError(
+                    f"Expected `reduction` to be one of {list(REDUCTIONS)}, got {reduction!r}"
+                )
+            kind = model.pick(runtime)
+            admission = model.plan.admit(inputs, exact_dtypes)
+            prepared = await self._prepare(model, inputs, admission)
+            timer.prepared()
+            batcher = await self._batcher(model, kind)
+            outputs, info = await batcher.submit(
+                prepared.inputs, prepared.batch_size, deadline, cost=admission.work_bytes
             )
-        kind = model.pick(runtime)
-        admission = model.plan.admit(inputs, exact_dtypes)
-        prepared = await self._prepare(model, inputs, admission)
-        batcher = await self._batcher(model, kind)
-        outputs, info = await batcher.submit(
-            prepared.inputs, prepared.batch_size, deadline, cost=admission.work_bytes
-        )
-        reduced = {}
-        if reduction != "none":
-            reduced = await self._offload(
-                sum(v.nbytes for v in outputs.values()),
-                lambda: {k: stats.reduce(v, reduction) for k, v in outputs.items()},
+            timer.ran(info)
+            reduced = {}
+            if reduction != "none":
+                reduced = await self._offload(
+                    sum(v.nbytes for v in outputs.values()),
+                    lambda: {k: stats.reduce(v, reduction) for k, v in outputs.items()},
+                )
+            return ScoreResult(
+                metric=name,
+                outputs=outputs,
+                reduced=reduced,
+                reduction=reduction,
+                runtime=kind,
+                device=model.runtimes[kind].device,
+                batch_size=prepared.batch_size,
+                timing=Timing.of(info, time.perf_counter() - start),
             )
-        return ScoreResult(
-            metric=name,
-            outputs=outputs,
-            reduced=reduced,
-            reduction=reduction,
-            runtime=kind,
-            device=model.runtimes[kind].device,
-            batch_size=prepared.batch_size,
-            timing=_timing(info, time.perf_counter() - start),
-        )
 
     async def evaluate(
         self,
@@ -389,7 +395,3 @@ class ScoringCore:
         if nbytes <= INLINE_BYTES:
             return fn()
         return await asyncio.get_running_loop().run_in_executor(None, fn)
-
-
-def _timing(info: BatchInfo, total_s: float) -> Timing:
-    return Timing(info.queue_s, info.compute_s, total_s, info.requests, info.rows)

@@ -136,6 +136,20 @@ class DataPlane:
                     dims=t.dims(),
                 )
 
+    # -- statistics -----------------------------------------------------------------------
+    def statistics(self, name: str = "", version: str = "") -> list[dict[str, Any]]:
+        """Triton's ModelStatistics as dicts: one model (NOT_FOUND if unknown), or with no
+        name every loaded model. A worker of ``--workers N`` answers for itself."""
+        if not name:
+            if version:
+                raise InvalidInputError(
+                    f"Expected a model name with version {shown(version)!r}, got none"
+                )
+            models = [self.core.models[n] for n in sorted(self.core.models)]
+        else:
+            models = [self.model(name, version)]
+        return [self.core.statistics.report(m.name, m.version) for m in models]
+
     # -- the repository -------------------------------------------------------------------
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
         """Every model the server knows: READY, LOADING or UNAVAILABLE (with the reason)."""

@@ -7,6 +7,7 @@ check and batcher whichever transport carried it. Routes (``/versions/{v}`` form
     GET  /v2/health/live, /v2/health/ready            200, or 503 when not ready
     GET  /v2                                          server metadata
     GET  /v2/models/{m}, /v2/models/{m}/ready, /v2/models/{m}/config
+    GET  /v2/models/{m}/stats, /v2/models/stats       ModelStatistics (server/modelstats.py)
     POST /v2/models/{m}/infer                         JSON or binary tensors (server/rest.py)
     POST /v2/repository/index                         {"ready": true} lists ready ones only
     POST /v2/repository/models/{m}/load|unload        model control (server/control.py)
@@ -123,6 +124,7 @@ class HttpFrontEnd:
         r.add_get("/v2/health/ready", self.ready, name="ServerReady")
         r.add_get("/v2", self.server_metadata, name="ServerMetadata")
         r.add_post("/v2/repository/index", self.index, name="RepositoryIndex")
+        r.add_get("/v2/models/stats", self.model_statistics, name="ModelStatistics:all")
         r.add_post("/v2/repository/models/{model}/load", self.load, name="RepositoryModelLoad")
         r.add_post(
             "/v2/repository/models/{model}/unload", self.unload, name="RepositoryModelUnload"
@@ -134,6 +136,7 @@ class HttpFrontEnd:
             r.add_get(prefix, self.model_metadata, name=f"ModelMetadata{tag}")
             r.add_get(prefix + "/ready", self.model_ready, name=f"ModelReady{tag}")
             r.add_get(prefix + "/config", self.model_config, name=f"ModelConfig{tag}")
+            r.add_get(prefix + "/stats", self.model_statistics, name=f"ModelStatistics{tag}")
             r.add_post(prefix + "/infer", self.infer, name=f"ModelInfer{tag}")
 
     @staticmethod
@@ -162,6 +165,11 @@ class HttpFrontEnd:
 
     async def model_config(self, request: web.Request) -> web.Response:
         return _json(rest.message_dict(self.plane.model_config(*self._model(request))))
+
+    async def model_statistics(self, request: web.Request) -> web.Response:
+        info = request.match_info
+        docs = self.plane.statistics(info.get("model", ""), info.get("version", ""))
+        return _json({"model_stats": docs})
 
     async def index(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -274,13 +282,22 @@ class HttpFrontEnd:
         return response
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
-        """Listen on ``host:port`` (0: a free port); return the port."""
+    async def start(
+        self,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
+    ) -> int:
+        """Listen on ``host:port`` (0: a free port); return the port. ``reuse_port``: share
+        it with the other processes of ``--workers N`` (SO_REUSEPORT)."""
         runner = web.AppRunner(
             self.app, access_log=None, handle_signals=False, shutdown_timeout=self.grace_s
         )
         await runner.setup()
-        site = web.TCPSite(runner, host or None, port, ssl_context=ssl_context, reuse_port=False)
+        site = web.TCPSite(
+            runner, host or None, port, ssl_context=ssl_context, reuse_port=reuse_port
+        )
         try:
             await site.start()
         except OSError:

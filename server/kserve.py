@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
 
 from ..wire import KSERVE_DTYPES, TO_KSERVE
@@ -183,6 +183,11 @@ class KServeServicer:
     async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
         config = self.plane.model_config(request.name, request.version)
         return self.m.ModelConfigResponse(config=config)
+
+    @handle_errors
+    async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        docs = self.plane.statistics(request.name, request.version)
+        return json_format.ParseDict({"model_stats": docs}, self.m.ModelStatisticsResponse())
 
     @handle_errors
     async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Message:

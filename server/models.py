@@ -41,7 +41,7 @@ class CoreOptions:
     max_queue_delay_us: int = 500
     max_queue_size: int = 256
     align: int = 1
-    workers: int = 2
+    threads: int = 2  # compute threads of the core's executor
     warmup: bool = True
     # load only the default runtime at start-up, the others on first use (fast start)
     lazy: bool = True
@@ -65,6 +65,10 @@ class Model:
     @property
     def name(self) -> str:
         return self.signature.name
+
+    @property
+    def version(self) -> str:
+        return str(self.signature.version)
 
     @property
     def ready(self) -> bool:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import stats
+from .batcher import BatchInfo
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,10 @@ class Timing:
     total_s: float = 0.0
     batch_requests: int = 0
     batch_rows: int = 0
+
+    @classmethod
+    def of(cls, info: BatchInfo, total_s: float) -> Timing:
+        return cls(info.queue_s, info.compute_s, total_s, info.requests, info.rows)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from . import logs
 from .errors import shown
+from .modelstats import StatisticsCollector
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cvscore.access")
 
 REQUEST_ID = "x-request-id"
+WORKER = "x-cvscore-worker"  # the worker of --workers N that answered (server/workers.py)
 OTHER = "other"  # the label of a runtime name the server does not have
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 UNTRACKED_SERVICES = frozenset(
@@ -139,6 +141,7 @@ class Telemetry:
     # -- batchers ----------------------------------------------------------------------
     def attach(self, core: ScoringCore) -> None:
         """Observe queue time and batch size on every batcher of a started core."""
+        self.registry.register(StatisticsCollector(core.statistics))
         for model in core.models.values():
             self.attach_model(model)
 
@@ -235,9 +238,12 @@ class Call:
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     """Request ids, metrics and the access log; ``telemetry`` None: ids and log only."""
 
-    def __init__(self, telemetry: Telemetry | None, core: ScoringCore) -> None:
+    def __init__(
+        self, telemetry: Telemetry | None, core: ScoringCore, worker: int | None = None
+    ) -> None:
         self.telemetry = telemetry
         self.core = core
+        self.worker = () if worker is None else ((WORKER, str(worker)),)
 
     async def intercept_service(
         self,
@@ -287,7 +293,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         context: grpc.aio.ServicerContext,
     ) -> Any:
         token = logs.request_id.set(call.request_id)
-        context.set_trailing_metadata(((REQUEST_ID, call.request_id),))
+        context.set_trailing_metadata(((REQUEST_ID, call.request_id), *self.worker))
         inflight = self.telemetry.inflight.labels(call.method) if self.telemetry else None
         if inflight is not None:
             inflight.inc()

@@ -210,7 +210,7 @@ def test_kserve_errors(triton: tc.InferenceServerClient) -> None:
     assert _status(info.value) == "StatusCode.INVALID_ARGUMENT"
     assert info.value.message() == "Input `target` appears more than once"
     with pytest.raises(InferenceServerException) as info:
-        triton.get_inference_statistics("giou")  # not part of cvscore's protocol subset
+        triton.get_log_settings()  # not part of cvscore's protocol subset
     assert _status(info.value) == "StatusCode.UNIMPLEMENTED"
     assert triton.infer("giou", items).as_numpy("score").shape == (2,)  # still serving
 
