@@ -23,8 +23,15 @@ from . import tensors
 from .control import ModelControl
 from .core import Model, ScoreResult, ScoringCore
 from .errors import InvalidInputError, NotFoundError, shown
+from .shm import SharedMemoryRegistry
 
-EXTENSIONS = ("model_configuration", "parameters", "model_repository", "binary_tensor_data")
+EXTENSIONS = (
+    "model_configuration",
+    "parameters",
+    "model_repository",
+    "binary_tensor_data",
+    "system_shared_memory",
+)
 PLATFORMS = {
     "onnx": "onnxruntime_onnx",
     "torchscript": "pytorch_libtorch",
@@ -54,11 +61,14 @@ class DataPlane:
         control: ModelControl,
         messages: Any,
         settings: Mapping[str, str] | None = None,
+        shm: SharedMemoryRegistry | None = None,
     ) -> None:
         self.core = core
         self.control = control
         self.m = messages
         self.settings = dict(settings or {})
+        # system shared memory regions, shared with cvscore.v1 (closed by the server's stop)
+        self.shm = shm if shm is not None else SharedMemoryRegistry()
 
     # -- health ---------------------------------------------------------------------------
     def live(self) -> bool:
