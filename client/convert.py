@@ -38,7 +38,7 @@ def as_numpy(value: Any, name: str = "input") -> np.ndarray:
     return np.asarray(value)
 
 
-def wire_array(name: str, value: Any) -> tuple[int, np.ndarray]:
+def wire_array(name: str, value: Any) -> tuple[pb.DataType, np.ndarray]:
     """The dtype code and the little-endian C-order array of an input."""
     array = as_numpy(value, name)
     code = DTYPE_TO_PB.get(dtype_name(array.dtype.newbyteorder("=")))

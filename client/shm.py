@@ -96,7 +96,9 @@ class SharedInputs:
         self._lock = threading.Lock()
         self.regions: list[LocalRegion] = []  # every region not destroyed yet
 
-    def placement(self, inputs: Mapping[str, Any]) -> dict[str, tuple[int, np.ndarray]] | None:
+    def placement(
+        self, inputs: Mapping[str, Any]
+    ) -> dict[str, tuple[pb.DataType, np.ndarray]] | None:
         """The inputs to place (name -> (dtype code, wire array)), or None for none."""
         if not self.enabled:
             return None
@@ -108,7 +110,7 @@ class SharedInputs:
         return large or None
 
     @staticmethod
-    def size(placed: Mapping[str, tuple[int, np.ndarray]]) -> int:
+    def size(placed: Mapping[str, tuple[pb.DataType, np.ndarray]]) -> int:
         return sum(_aligned(array.nbytes) for _, array in placed.values())
 
     def take(self, nbytes: int) -> tuple[LocalRegion, list[LocalRegion]]:
@@ -128,7 +130,7 @@ class SharedInputs:
             return region, retired
 
     def fill(
-        self, region: LocalRegion, placed: Mapping[str, tuple[int, np.ndarray]]
+        self, region: LocalRegion, placed: Mapping[str, tuple[pb.DataType, np.ndarray]]
     ) -> dict[str, pb.Tensor]:
         """Write the placed inputs into ``region``; their messages name it."""
         out = {}
