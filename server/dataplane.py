@@ -32,6 +32,8 @@ EXTENSIONS = (
     "binary_tensor_data",
     "system_shared_memory",
 )
+# Extensions served over gRPC only (KServe HTTP has no shared memory routes here yet).
+GRPC_ONLY = frozenset({"system_shared_memory"})
 PLATFORMS = {
     "onnx": "onnxruntime_onnx",
     "torchscript": "pytorch_libtorch",
@@ -95,8 +97,9 @@ class DataPlane:
         return self.ready() and self.model(name, version).ready
 
     # -- metadata -------------------------------------------------------------------------
-    def server_metadata(self) -> dict[str, Any]:
-        return {"name": "cvscore", "version": __version__, "extensions": list(EXTENSIONS)}
+    def server_metadata(self, transport: str = "grpc") -> dict[str, Any]:
+        extensions = [e for e in EXTENSIONS if transport == "grpc" or e not in GRPC_ONLY]
+        return {"name": "cvscore", "version": __version__, "extensions": extensions}
 
     def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
         model = self.model(name, version)
