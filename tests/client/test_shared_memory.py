@@ -147,3 +147,20 @@ def test_a_server_that_cannot_see_the_region_gets_bytes(l1_repo: Path, tmp_path:
 )
 def test_only_one_address_on_this_machine_is_local(addresses: list[str], local: bool) -> None:
     assert is_local(addresses) is local
+
+
+def test_the_cli_flag_opts_out(served: BackgroundServer) -> None:
+    import argparse
+
+    from cvscore.cli.common import add_client_security, client_security, make_client
+
+    parser = argparse.ArgumentParser()
+    add_client_security(parser)
+    arrays = pair(seed=7)
+    for argv, uses in (([], True), (["--no-shared-memory"], False)):
+        options = client_security(parser.parse_args(argv))
+        assert options["shared_memory"] is uses
+        with make_client(served.address, 30.0, options) as client:
+            got = client.score("l1", reduction="none", **arrays)
+            assert len(registered(served)) == int(uses)
+        np.testing.assert_allclose(got.scores, expected_l1(arrays), rtol=1e-5)

@@ -312,14 +312,15 @@ def test_cvscore_v1_tensors_name_regions(served: BackgroundServer, regions: list
     arrays = images(seed=5)
     total = sum(a.nbytes for a in arrays.values())
     key = _key()
-    handle = shm.create_shared_memory_region("v1", key, total)
+    # the region starts 4096 bytes into its object: offsets count from the region's start
+    handle = shm.create_shared_memory_region("v1", key, 4096 + total)
     regions.append(handle)
-    shm.set_shared_memory_region(handle, list(arrays.values()))
+    shm.set_shared_memory_region(handle, list(arrays.values()), offset=4096)
     with grpc.insecure_channel(served.address) as channel:
         stub = pb_grpc.ScoringStub(channel)
         plain = stub.Score(score_request("ssim", arrays, reduction=pb.REDUCTION_NONE))
         stub.RegisterSharedMemory(
-            pb.RegisterSharedMemoryRequest(name="v1", key=key, byte_size=total)
+            pb.RegisterSharedMemoryRequest(name="v1", key=key, offset=4096, byte_size=total)
         )
         tensors, offset = [], 0
         for name, array in arrays.items():
