@@ -116,9 +116,9 @@ class KServeServicer:
         refs = [tensor_ref(t.parameters, f"Input `{shown(t.name)}`") for t in request.inputs]
         plain = sum(ref is None for ref in refs)
         if raw and len(raw) != plain:
+            which = "input" if plain == len(refs) else "input not in shared memory"
             raise InvalidInputError(
-                f"Expected raw_input_contents for every input not in shared memory ({plain}), "
-                f"got {len(raw)}"
+                f"Expected raw_input_contents for every {which} ({plain}), got {len(raw)}"
             )
         declared: dict[str, tensors.WireTensor] = {}
         pending = iter(raw)
