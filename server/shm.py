@@ -15,7 +15,9 @@ traceback holding a frame), ``mmap.close`` refuses while the buffer is exported,
 garbage collector unmaps it with the last view: never while something can still read it.
 :meth:`SharedMemoryRegistry.close` (server shutdown) unregisters every region. The client
 owns the object itself and may unlink it whenever it likes; the server's mapping stays
-valid until unregistered.
+valid until unregistered. Should it truncate the object below a region, reading the mapping
+there would kill the server (SIGBUS): each request checks the object's size first and is
+refused (INVALID_ARGUMENT) when the region no longer fits.
 
 Transport-free: the servicers turn the protocol's fields and parameters into calls here.
 """
@@ -62,6 +64,7 @@ class Region:
     offset: int
     byte_size: int
     mapping: mmap.mmap
+    fd: int  # kept open to see the object's size: reading past its end would be SIGBUS
     users: int = 0
     retired: bool = False
 
@@ -73,7 +76,14 @@ class Region:
             "byte_size": self.byte_size,
         }
 
+    def shrunk(self) -> bool:
+        """The client truncated the object below the region since it was registered."""
+        return os.fstat(self.fd).st_size < self.offset + self.byte_size
+
     def unmap(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
         try:
             self.mapping.close()
         except BufferError:  # an array over it is still alive: unmapped with the last view
@@ -140,15 +150,17 @@ class SharedMemoryRegistry:
                     f"{offset + byte_size}"
                 )
             mapping = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
-            os.close(fd)  # the mapping keeps the object alive
+        except BaseException:
+            os.close(fd)
+            raise
+        region = Region(name, key, offset, byte_size, mapping, fd)
         with self._lock:
             if name in self._regions:  # registered by a concurrent call meanwhile
-                mapping.close()
+                region.unmap()
                 raise RegionExistsError(
                     f"Shared memory region `{shown(name)}` is already registered"
                 )
-            self._regions[name] = Region(name, key, offset, byte_size, mapping)
+            self._regions[name] = region
         log.info("shared memory region %s registered: %s, %d bytes", shown(name), key, byte_size)
 
     def status(self, name: str = "") -> list[dict[str, Any]]:
@@ -215,6 +227,11 @@ class Lease:
                 raise InvalidInputError(
                     f"{what} names shared memory region `{shown(name)}`, which is not "
                     f"registered; registered: {known}"
+                )
+            if region.shrunk():
+                raise InvalidInputError(
+                    f"{what} names shared memory region `{shown(name)}`, whose object "
+                    f"{shown(region.key)!r} is now smaller than the region; register it again"
                 )
             region.users += 1
         self.held[name] = region
