@@ -74,6 +74,12 @@ def add_client_security(p: argparse.ArgumentParser) -> None:
         help="bearer token (first word of the file; default: $CVSCORE_TOKEN)",
     )
     p.add_argument("--request-id", help="sent as x-request-id; the server logs it")
+    p.add_argument(
+        "--no-shared-memory",
+        action="store_true",
+        help="send inputs as bytes even to a server on this machine (default: inputs of "
+        "1 MiB or more go through /dev/shm)",
+    )
 
 
 def client_security(args: argparse.Namespace) -> dict[str, Any]:
@@ -95,6 +101,7 @@ def client_security(args: argparse.Namespace) -> dict[str, Any]:
         "tls_key": args.tls_key,
         "token": token,
         "request_id": args.request_id,
+        "shared_memory": not getattr(args, "no_shared_memory", False),
     }
 
 

@@ -41,6 +41,9 @@ from .convert import (
 )
 from .metadata import AsyncStreamMetadata, AsyncUnaryMetadata, SyncMetadata
 from .results import CvscoreError, EvaluateResult, MetricInfo, ScoreResult
+from .shm import THRESHOLD, SharedInputs, is_local, place, place_async
+from .shm import close as close_regions
+from .shm import close_async as close_regions_async
 from .tls import channel_credentials
 
 T = TypeVar("T")
@@ -60,7 +63,9 @@ class _Base:
     ``x-request-id`` (the server logs it and echoes it in the trailing metadata); it can be
     changed between calls (``client.request_id = ...``). A ``dns:///name:port`` address
     balances calls round-robin over every address the name resolves to (a headless
-    Kubernetes service).
+    Kubernetes service). ``shared_memory`` (default on): with one address on this machine,
+    inputs of ``shared_memory_threshold`` bytes or more go to ``score`` through system
+    shared memory (see ``client/shm.py``); ``False`` always sends bytes.
     """
 
     def __init__(
@@ -78,6 +83,8 @@ class _Base:
         tls_key: str | None = None,
         token: str | None = None,
         request_id: str | None = None,
+        shared_memory: bool = True,
+        shared_memory_threshold: int = THRESHOLD,
     ) -> None:
         self.addresses = [addresses] if isinstance(addresses, str) else list(addresses)
         if not self.addresses:
@@ -100,6 +107,9 @@ class _Base:
         self._token = token
         self.request_id = request_id
         self._turn = itertools.count()
+        self._shared: SharedInputs | None = None
+        if shared_memory and is_local(self.addresses):
+            self._shared = SharedInputs(shared_memory_threshold)
 
     def _metadata(self) -> list[tuple[str, str]]:
         """What every call carries: the bearer token and the request id, when set."""
@@ -145,6 +155,7 @@ class Client(_Base):
         return grpc.intercept_channel(channel, SyncMetadata(self._metadata))
 
     def close(self) -> None:
+        close_regions(self._shared, self._stubs[0])
         for channel in self._channels:
             channel.close()
 
@@ -195,8 +206,14 @@ class Client(_Base):
         **named: Any,
     ) -> ScoreResult:
         """Score one batch; inputs by keyword (``preds=..., target=...``) or as a mapping."""
-        request = score_request(metric, merge_inputs(inputs, named), reduction, runtime)
-        return score_result(self._call(lambda s, t: s.Score(request, timeout=t), timeout))
+        merged = merge_inputs(inputs, named)
+        region, placed = place(self._shared, self._stubs[0], merged, timeout or self.timeout)
+        try:
+            request = score_request(metric, merged, reduction, runtime, placed)
+            return score_result(self._call(lambda s, t: s.Score(request, timeout=t), timeout))
+        finally:
+            if region is not None and self._shared is not None:
+                self._shared.give(region)
 
     def evaluate(
         self,
@@ -286,6 +303,7 @@ class AsyncClient(_Base):
         return grpc.aio.insecure_channel(address, options=self._options, interceptors=interceptors)
 
     async def close(self) -> None:
+        await close_regions_async(self._shared, self._stubs[0])
         await asyncio.gather(*(c.close() for c in self._channels))
 
     async def __aenter__(self) -> AsyncClient:
@@ -334,8 +352,15 @@ class AsyncClient(_Base):
         timeout: float | None = None,
         **named: Any,
     ) -> ScoreResult:
-        request = score_request(metric, merge_inputs(inputs, named), reduction, runtime)
-        response = await self._call(lambda s, t: s.Score(request, timeout=t), timeout)
+        merged = merge_inputs(inputs, named)
+        shared, stub = self._shared, self._stubs[0]
+        region, placed = await place_async(shared, stub, merged, timeout or self.timeout)
+        try:
+            request = score_request(metric, merged, reduction, runtime, placed)
+            response = await self._call(lambda s, t: s.Score(request, timeout=t), timeout)
+        finally:
+            if region is not None and shared is not None:
+                shared.give(region)
         return score_result(response)
 
     async def evaluate(

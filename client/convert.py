@@ -38,15 +38,20 @@ def as_numpy(value: Any, name: str = "input") -> np.ndarray:
     return np.asarray(value)
 
 
-def encode(name: str, value: Any) -> pb.Tensor:
+def wire_array(name: str, value: Any) -> tuple[pb.DataType, np.ndarray]:
+    """The dtype code and the little-endian C-order array of an input."""
     array = as_numpy(value, name)
     code = DTYPE_TO_PB.get(dtype_name(array.dtype.newbyteorder("=")))
     if code is None:
         raise TypeError(
             f"Expected `{name}` to have a dtype in {sorted(DTYPE_TO_PB)}, got {array.dtype}"
         )
-    wire = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    return pb.Tensor(name=name, dtype=code, shape=list(array.shape), data=wire.tobytes())
+    return code, np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+
+
+def encode(name: str, value: Any) -> pb.Tensor:
+    code, wire = wire_array(name, value)
+    return pb.Tensor(name=name, dtype=code, shape=list(wire.shape), data=wire.tobytes())
 
 
 def decode(tensor: pb.Tensor) -> np.ndarray:
@@ -150,13 +155,19 @@ def check_choice(name: str, value: str, choices: Mapping[str, Any]) -> Any:
 
 
 def score_request(
-    metric: str, inputs: Mapping[str, Any], reduction: str, runtime: str
+    metric: str,
+    inputs: Mapping[str, Any],
+    reduction: str,
+    runtime: str,
+    placed: Mapping[str, pb.Tensor] | None = None,
 ) -> pb.ScoreRequest:
+    """``placed``: messages of inputs already in shared memory (see client/shm.py)."""
+    placed = placed or {}
     return pb.ScoreRequest(
         metric=metric,
         runtime=check_choice("runtime", runtime, RUNTIME_TO_PB),
         reduction=check_choice("reduction", reduction, REDUCTION_TO_PB),
-        inputs=[encode(k, v) for k, v in inputs.items()],
+        inputs=[placed[k] if k in placed else encode(k, v) for k, v in inputs.items()],
     )
 
 

@@ -104,7 +104,8 @@ class Server:
         self.control.listeners.append(self._model_changed)
         messages = Messages(pool)
         plane = DataPlane(core, self.control, messages, settings)
-        scoring_pb2_grpc.add_ScoringServicer_to_server(ScoringServicer(core), self.grpc)
+        self.plane = plane
+        scoring_pb2_grpc.add_ScoringServicer_to_server(ScoringServicer(core, plane.shm), self.grpc)
         self.grpc.add_generic_rpc_handlers([KServeServicer(plane, messages).handler()])
         # KServe v2 over HTTP on the same loop, over the same data plane
         self.http: HttpFrontEnd | None = None
@@ -210,6 +211,7 @@ class Server:
         await self.core.drain()
         await asyncio.gather(*stopping)
         await self.core.close()
+        self.plane.shm.close()  # nothing is in flight any more: unmap every region
         if self.health_grpc is not None:
             await self.health_grpc.stop(0)
         if self.telemetry is not None:

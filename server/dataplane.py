@@ -23,8 +23,17 @@ from . import tensors
 from .control import ModelControl
 from .core import Model, ScoreResult, ScoringCore
 from .errors import InvalidInputError, NotFoundError, shown
+from .shm import SharedMemoryRegistry
 
-EXTENSIONS = ("model_configuration", "parameters", "model_repository", "binary_tensor_data")
+EXTENSIONS = (
+    "model_configuration",
+    "parameters",
+    "model_repository",
+    "binary_tensor_data",
+    "system_shared_memory",
+)
+# Extensions served over gRPC only (KServe HTTP has no shared memory routes here yet).
+GRPC_ONLY = frozenset({"system_shared_memory"})
 PLATFORMS = {
     "onnx": "onnxruntime_onnx",
     "torchscript": "pytorch_libtorch",
@@ -54,11 +63,14 @@ class DataPlane:
         control: ModelControl,
         messages: Any,
         settings: Mapping[str, str] | None = None,
+        shm: SharedMemoryRegistry | None = None,
     ) -> None:
         self.core = core
         self.control = control
         self.m = messages
         self.settings = dict(settings or {})
+        # system shared memory regions, shared with cvscore.v1 (closed by the server's stop)
+        self.shm = shm if shm is not None else SharedMemoryRegistry()
 
     # -- health ---------------------------------------------------------------------------
     def live(self) -> bool:
@@ -85,8 +97,9 @@ class DataPlane:
         return self.ready() and self.model(name, version).ready
 
     # -- metadata -------------------------------------------------------------------------
-    def server_metadata(self) -> dict[str, Any]:
-        return {"name": "cvscore", "version": __version__, "extensions": list(EXTENSIONS)}
+    def server_metadata(self, transport: str = "grpc") -> dict[str, Any]:
+        extensions = [e for e in EXTENSIONS if transport == "grpc" or e not in GRPC_ONLY]
+        return {"name": "cvscore", "version": __version__, "extensions": extensions}
 
     def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
         model = self.model(name, version)

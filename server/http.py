@@ -152,7 +152,7 @@ class HttpFrontEnd:
         return _error(503, "The server is not ready: loading models or shutting down")
 
     async def server_metadata(self, request: web.Request) -> web.Response:
-        return _json(self.plane.server_metadata())
+        return _json(self.plane.server_metadata(transport="http"))
 
     async def model_metadata(self, request: web.Request) -> web.Response:
         return _json(self.plane.model_metadata(*self._model(request)))

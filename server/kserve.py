@@ -29,6 +29,7 @@ from . import tensors
 from .dataplane import DataPlane
 from .errors import InvalidInputError, shown
 from .servicer import deadline_of
+from .shm import Lease, tensor_ref, write_output
 from .status import handle_errors
 
 log = logging.getLogger(__name__)
@@ -104,20 +105,24 @@ class KServeServicer:
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
     # -- helpers ------------------------------------------------------------------------
-    def _decode(self, request: Any) -> dict[str, tensors.WireTensor]:
+    def _decode(self, request: Any, lease: Lease) -> dict[str, tensors.WireTensor]:
         """Inputs as declarations: the core admits them before anything is decoded.
 
-        As Triton does: data travels either in ``raw_input_contents`` (one entry per
-        input) or in each input's typed ``contents``, never both.
+        As Triton does: data travels in a shared memory region (the input's
+        ``shared_memory_*`` parameters), in ``raw_input_contents`` (one entry per input not
+        in shared memory, in order) or in each input's typed ``contents``, never two of them.
         """
         raw = list(request.raw_input_contents)
-        if raw and len(raw) != len(request.inputs):
+        refs = [tensor_ref(t.parameters, f"Input `{shown(t.name)}`") for t in request.inputs]
+        plain = sum(ref is None for ref in refs)
+        if raw and len(raw) != plain:
+            which = "input" if plain == len(refs) else "input not in shared memory"
             raise InvalidInputError(
-                f"Expected raw_input_contents for every input ({len(request.inputs)}), "
-                f"got {len(raw)}"
+                f"Expected raw_input_contents for every {which} ({plain}), got {len(raw)}"
             )
         declared: dict[str, tensors.WireTensor] = {}
-        for i, t in enumerate(request.inputs):
+        pending = iter(raw)
+        for t, ref in zip(request.inputs, refs, strict=True):
             name = shown(t.name)
             if t.name in declared:
                 raise InvalidInputError(f"Input `{name}` appears more than once")
@@ -128,13 +133,19 @@ class KServeServicer:
                     f"got {shown(t.datatype)!r}"
                 )
             typed = [f.name for f, _ in t.contents.ListFields()]
-            if raw:
+            if ref is not None or raw:
                 if typed:
+                    where = "shared memory" if ref is not None else "raw_input_contents"
                     raise InvalidInputError(
-                        f"Input `{name}` has data in raw_input_contents and in contents "
+                        f"Input `{name}` has data in {where} and in contents "
                         f"({', '.join(typed)}); send one or the other"
                     )
-                declared[t.name] = tensors.WireTensor(t.name, dtype, tuple(t.shape), raw[i])
+                if ref is not None:
+                    region, offset, size = ref
+                    data = lease.view(region, offset, size, f"Input `{name}`")
+                else:
+                    data = next(pending)
+                declared[t.name] = tensors.WireTensor(t.name, dtype, tuple(t.shape), data)
                 continue
             field = CONTENTS.get(t.datatype)
             if field is None:
@@ -215,22 +226,63 @@ class KServeServicer:
         if "runtime" in request.parameters:
             runtime = request.parameters["runtime"].string_param
         model = self.plane.serving(request.model_name, request.model_version)
-        done = await self.plane.infer(
-            model,
-            self._decode(request),
-            [o.name for o in request.outputs],
-            runtime=runtime,
-            deadline=deadline_of(context),
-        )
-        response = self.m.ModelInferResponse(
-            model_name=done.model.name, model_version=done.version, id=request.id
-        )
-        for name in done.outputs:
-            array = done.result.outputs[name]
-            response.outputs.add(
-                name=name, datatype=TO_KSERVE[tensors.dtype_name(array.dtype)], shape=array.shape
+        with self.plane.shm.lease() as lease:
+            placed = {}  # outputs asked for in shared memory: their regions are checked first
+            for o in request.outputs:
+                ref = tensor_ref(o.parameters, f"Output `{shown(o.name)}`")
+                if ref is not None:
+                    lease.view(*ref, what=f"Output `{shown(o.name)}`")
+                    placed[o.name] = ref
+            done = await self.plane.infer(
+                model,
+                self._decode(request, lease),
+                [o.name for o in request.outputs],
+                runtime=runtime,
+                deadline=deadline_of(context),
             )
-            response.raw_output_contents.append(tensors.to_bytes(array))
+            response = self.m.ModelInferResponse(
+                model_name=done.model.name, model_version=done.version, id=request.id
+            )
+            inline = len(placed) < len(done.outputs)
+            for name in done.outputs:
+                array = done.result.outputs[name]
+                response.outputs.add(
+                    name=name,
+                    datatype=TO_KSERVE[tensors.dtype_name(array.dtype)],
+                    shape=array.shape,
+                )
+                if name in placed:
+                    write_output(lease, name, array, *placed[name])
+                    if inline:  # raw_output_contents stays aligned with outputs
+                        response.raw_output_contents.append(b"")
+                else:
+                    response.raw_output_contents.append(tensors.to_bytes(array))
         response.parameters["runtime"].string_param = done.result.runtime
         response.parameters["device"].string_param = done.result.device
         return response
+
+    # -- system shared memory -------------------------------------------------------------
+    @handle_errors
+    async def SystemSharedMemoryRegister(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> Message:
+        self.plane.shm.register(request.name, request.key, request.offset, request.byte_size)
+        return self.m.SystemSharedMemoryRegisterResponse()
+
+    @handle_errors
+    async def SystemSharedMemoryStatus(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> Message:
+        response = self.m.SystemSharedMemoryStatusResponse()
+        for region in self.plane.shm.status(request.name):
+            response.regions[region["name"]].CopyFrom(
+                self.m.get("inference.SystemSharedMemoryStatusResponse.RegionStatus")(**region)
+            )
+        return response
+
+    @handle_errors
+    async def SystemSharedMemoryUnregister(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> Message:
+        self.plane.shm.unregister(request.name)
+        return self.m.SystemSharedMemoryUnregisterResponse()

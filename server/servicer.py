@@ -24,12 +24,18 @@ from ..wire import (
 from . import tensors
 from .core import EvaluateResult, Model, ScoreResult, ScoringCore, Timing
 from .errors import InvalidInputError, shown
+from .shm import Lease, SharedMemoryRegistry
 from .status import handle_errors
 
 
 # -- conversions --------------------------------------------------------------------------
-def decode_inputs(messages: Iterable[pb.Tensor]) -> dict[str, tensors.WireTensor]:
-    """Wire tensors -> declarations; the core admits them before decoding (no copy)."""
+def decode_inputs(
+    messages: Iterable[pb.Tensor], lease: Lease | None = None
+) -> dict[str, tensors.WireTensor]:
+    """Wire tensors -> declarations; the core admits them before decoding (no copy).
+
+    A tensor with ``shared_memory`` set is a view on that registered region (``lease``).
+    """
     out: dict[str, tensors.WireTensor] = {}
     for t in messages:
         if t.name in out:
@@ -40,7 +46,17 @@ def decode_inputs(messages: Iterable[pb.Tensor]) -> dict[str, tensors.WireTensor
             raise InvalidInputError(
                 f"Expected `{shown(t.name)}` to have a dtype in {sorted(DTYPE_TO_PB)}, got {got}"
             )
-        out[t.name] = tensors.WireTensor(t.name, dtype, tuple(t.shape), data=t.data)
+        data: bytes | memoryview = t.data
+        if t.HasField("shared_memory"):
+            if t.data or lease is None:
+                raise InvalidInputError(
+                    f"Input `{shown(t.name)}` has data and a shared memory region; send one"
+                    if t.data
+                    else f"Input `{shown(t.name)}`: shared memory is not served here"
+                )
+            ref = t.shared_memory
+            data = lease.view(ref.region, ref.offset, ref.byte_size, f"Input `{shown(t.name)}`")
+        out[t.name] = tensors.WireTensor(t.name, dtype, tuple(t.shape), data=data)
     return out
 
 
@@ -161,8 +177,9 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
 
 # -- the service --------------------------------------------------------------------------
 class ScoringServicer(pb_grpc.ScoringServicer):
-    def __init__(self, core: ScoringCore) -> None:
+    def __init__(self, core: ScoringCore, shm: SharedMemoryRegistry | None = None) -> None:
         self.core = core
+        self.shm = shm if shm is not None else SharedMemoryRegistry()
 
     @handle_errors
     async def ListMetrics(
@@ -189,13 +206,14 @@ class ScoringServicer(pb_grpc.ScoringServicer):
                 f"Expected `reduction` to be one of {sorted(REDUCTION_TO_PB)}, "
                 f"got {request.reduction}"
             )
-        result = await self.core.score(
-            request.metric,
-            decode_inputs(request.inputs),
-            runtime=runtime_from_pb(request.runtime),
-            reduction=reduction,
-            deadline=deadline_of(context),
-        )
+        with self.shm.lease() as lease:
+            result = await self.core.score(
+                request.metric,
+                decode_inputs(request.inputs, lease),
+                runtime=runtime_from_pb(request.runtime),
+                reduction=reduction,
+                deadline=deadline_of(context),
+            )
         response = score_response(result)
         response.timing.total_us = round((time.perf_counter() - start) * 1e6)
         return response
@@ -229,20 +247,36 @@ class ScoringServicer(pb_grpc.ScoringServicer):
                         f"stream evaluates `{shown(metric)}`"
                     )
                 if message.inputs:
-                    yield decode_inputs(message.inputs)
+                    yield decode_inputs(message.inputs, lease)
                 index += 1
                 try:
                     message = await stream.__anext__()
                 except StopAsyncIteration:
                     message = None
 
-        result = await self.core.evaluate(
-            metric,
-            batches(),
-            runtime=runtime_from_pb(first.runtime),
-            return_scores=first.return_scores,
-            deadline=deadline_of(context),
-        )
+        with self.shm.lease() as lease:  # regions named by any batch, for the stream
+            result = await self.core.evaluate(
+                metric,
+                batches(),
+                runtime=runtime_from_pb(first.runtime),
+                return_scores=first.return_scores,
+                deadline=deadline_of(context),
+            )
         response = evaluate_response(result)
         response.timing.total_us = round((time.perf_counter() - start) * 1e6)
         return response
+
+    # -- system shared memory (the registry KServe's SystemSharedMemory* calls use) ---------
+    @handle_errors
+    async def RegisterSharedMemory(
+        self, request: pb.RegisterSharedMemoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterSharedMemoryResponse:
+        self.shm.register(request.name, request.key, request.offset, request.byte_size)
+        return pb.RegisterSharedMemoryResponse()
+
+    @handle_errors
+    async def UnregisterSharedMemory(
+        self, request: pb.UnregisterSharedMemoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnregisterSharedMemoryResponse:
+        self.shm.unregister(request.name)
+        return pb.UnregisterSharedMemoryResponse()

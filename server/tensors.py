@@ -55,13 +55,14 @@ def check_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
 class WireTensor:
     """A tensor as a request declares it, not decoded yet: checked before numpy sees it.
 
-    ``data`` holds raw little-endian bytes, or ``values`` typed values (KServe contents).
+    ``data`` holds raw little-endian bytes (or a view on a shared memory region), or
+    ``values`` typed values (KServe contents).
     """
 
     name: str
     dtype: str
     shape: tuple[int, ...]
-    data: bytes | None = None
+    data: bytes | memoryview | None = None
     values: Sequence[Any] | None = None
 
     def check(self) -> tuple[int, ...]:
@@ -109,7 +110,7 @@ def _check_count(name: str, dims: tuple[int, ...], got: int) -> None:
         )
 
 
-def from_bytes(name: str, dtype: str, shape: Sequence[int], data: bytes) -> np.ndarray:
+def from_bytes(name: str, dtype: str, shape: Sequence[int], data: bytes | memoryview) -> np.ndarray:
     """A read-only array over ``data`` (no copy), after checking shape against byte length."""
     np_dtype = resolve_dtype(name, dtype)
     dims = check_shape(name, shape)
