@@ -32,6 +32,7 @@ batch-invariance test in ``tests/server/test_batching.py`` checks every metric a
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import onnx
@@ -72,7 +73,7 @@ class _Builder:
             self.constants[key] = name
         return self.constants[key]
 
-    def op(self, op_type: str, inputs: list[str], out: str | None = None, **attrs: object) -> str:
+    def op(self, op_type: str, inputs: list[str], out: str | None = None, **attrs: Any) -> str:
         out = out or self.name(op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
         return out
@@ -88,7 +89,7 @@ def _static(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
     return None
 
 
-FLOATS = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64}
+FLOATS: dict[int, type] = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64}
 
 
 def _types(model: onnx.ModelProto) -> dict[str, tuple[int, type]]:
