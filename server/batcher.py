@@ -4,17 +4,14 @@ Requests that can share a run are those with the same *group key*: for an input 
 batch axis, its dtype and its non-batch axes (so images of different H, W never meet); for
 an input without one (a shared centre matrix), its dtype and shape. The worker takes the
 oldest request, waits until its group holds ``max_batch_size`` rows or the oldest has
-waited ``max_delay`` seconds and hands the group to the executor, which (never the event
-loop) splits it into runs whose inputs without a batch axis are equal byte for byte, runs
-each once and slices each request's outputs. Nothing on the event loop reads an input's
-bytes: the loop's cost per request does not grow with the request.
+waited ``max_delay`` seconds, splits the group into runs whose inputs without a batch axis
+are equal byte for byte, runs each once and slices each request's outputs.
 
-Alignment. Runtimes are not batch-invariant to the last bit: ONNX Runtime's reductions, and
-torch's on large rows, sum a row in an order that depends on where it sits in memory and on
-how the batch is split across threads. So every request's rows start at a multiple of
-``align`` rows and every run holds a multiple of ``align`` rows, padded with copies of the
-request's last row. A request then computes in the same layout whether it runs alone or with
-others, and its scores do not depend on server load (``align=1`` turns this off).
+Alignment. The exported graphs give a row the same bits wherever it sits in a batch
+(``exporters/invariance.py``; ``tests/test_invariance.py``), so requests are packed with no
+padding. ``align > 1`` still starts every request at a multiple of ``align`` rows (copies of
+its last row pad it), for artifacts made elsewhere. Runs whose work estimate is under
+``inline_cost`` bytes compute on the loop: a thread hop costs more than they do.
 
 Transport-free: nothing here knows about gRPC; errors are :mod:`server.errors`.
 """
@@ -81,6 +78,7 @@ class Batcher:
         align: int = 1,
         splittable: bool = True,
         max_cost: int = 0,
+        inline_cost: int = 0,
     ) -> None:
         self.label = label
         self._run_fn = run
@@ -94,6 +92,7 @@ class Batcher:
         self.splittable = splittable
         # requests whose work estimates sum past this never share a run (0: no bound)
         self.max_cost = max(0, int(max_cost))
+        self.inline_cost = max(0, int(inline_cost))
         self.hooks: list[Hook] = []  # observers of "queued", "ran", "expired", "cancelled"
         self.run_hooks: list[Callable[[RunInfo], None]] = []  # after each run, in its thread
         self.runs = 0
@@ -303,7 +302,10 @@ class Batcher:
     async def _run(self, batch: list[Request], loop: asyncio.AbstractEventLoop) -> None:
         start = loop.time()
         try:
-            outcomes = await loop.run_in_executor(self._executor, self._compute, batch)
+            if sum(r.cost for r in batch) < self.inline_cost:
+                outcomes = self._compute(batch)
+            else:
+                outcomes = await loop.run_in_executor(self._executor, self._compute, batch)
         except Exception as exc:  # a bug in partitioning: every request hears of it
             outcomes = [(r, exc, None) for r in batch]
         for request, result, info in outcomes:
@@ -320,7 +322,7 @@ class Batcher:
                 self._notify("ran", request)
 
     def _compute(self, batch: list[Request]) -> list[Outcome]:
-        """In the executor: split into runs by shared inputs, run each, slice the outputs."""
+        """Split into runs by shared inputs, run each, slice the outputs."""
         outcomes: list[Outcome] = []
         for run in partition(batch, self._shared):
             outcomes.extend(self._run_one(run))

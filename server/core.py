@@ -38,7 +38,8 @@ __all__ = ["PREFERENCE", "CoreOptions", "EvaluateResult", "Model", "ScoreResult"
 
 log = logging.getLogger(__name__)
 
-# Inputs larger than this are checked off the event loop.
+# Inputs larger than this are checked, and runs whose work estimate is larger computed,
+# off the event loop (smaller ones cost less than the hop to a thread).
 INLINE_BYTES = 1 << 20
 
 
@@ -119,6 +120,7 @@ class ScoringCore:
             align=o.align,
             splittable=model.signature.splittable,
             max_cost=o.limits.max_work_bytes,
+            inline_cost=INLINE_BYTES,
         )
         batcher.hooks.extend(self._hooks)
         batcher.run_hooks.append(self.statistics.run_hook(model.name, model.version))

@@ -57,8 +57,10 @@ def test_two_workers_share_the_port_and_drain_on_sigterm(two_workers: Process) -
     preds = np.arange(8, dtype=np.float32).reshape(2, 4)
     served: Counter[str] = Counter()
     calls = 24
-    for _ in range(calls):  # a connection each: the kernel spreads connections
-        with grpc.insecure_channel(address) as channel:
+    # a connection each (a local subchannel pool: grpc would otherwise reuse one TCP
+    # connection across channels to one address), and the kernel spreads connections
+    for _ in range(calls):
+        with grpc.insecure_channel(address, [("grpc.use_local_subchannel_pool", 1)]) as channel:
             stub = pb_grpc.ScoringStub(channel)
             response, call = stub.Score.with_call(
                 score_request("l1", {"preds": preds, "target": preds + 1}), timeout=30
