@@ -9,6 +9,7 @@ models need exporting, with no more workers than models.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -93,7 +94,7 @@ def run_tasks(
     order = sorted(range(len(tasks)), key=lambda i: tasks[i].metric not in SLOW_FIRST)
     if jobs == 1 or len(tasks) < 2:
         for i in order:
-            record(i, lambda i=i: _run(tasks[i], repo))
+            record(i, functools.partial(_run, tasks[i], repo))
         return results
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context) as pool:
@@ -120,6 +121,7 @@ def export_many(
     weights: Path | None = None,
     jobs: int | None = None,
     keep_going: bool = False,
+    progress_from: int = 2,
 ) -> list[ExportResult]:
     """Export several metrics (all when ``names`` is empty), with a progress bar.
 
@@ -129,6 +131,7 @@ def export_many(
     one asked for by name is exported and fails with a ValueError naming the parameter.
     Models that need exporting are spread over ``jobs`` worker processes (default
     :func:`default_jobs`); with ``keep_going`` one that fails is logged and left out.
+    The progress bar shows from ``progress_from`` models on.
     """
     from tqdm import tqdm
 
@@ -161,7 +164,10 @@ def export_many(
         except ValueError:  # bad parameters: export_metric says so, with the others
             current.append(False)
     bar = tqdm(
-        total=len(tasks), desc="export", unit="model", disable=not progress or len(tasks) < 2
+        total=len(tasks),
+        desc="export",
+        unit="model",
+        disable=not progress or len(tasks) < progress_from,
     )
 
     def advance(name: str) -> None:

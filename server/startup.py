@@ -43,7 +43,7 @@ def prepare_repository(config: ServerConfig, progress: bool = True) -> Path:
         return repo
     log.info("exporting %d model(s) into %s", len(wanted), repo)
     # a metric that fails to export is logged and left out; the others are served
-    export_many(wanted, repo, progress=progress, keep_going=True)
+    export_many(wanted, repo, progress=progress, keep_going=True, progress_from=1)
     check_staleness(repo, config.models, rebuild=True)  # variants with non-default params
     return repo
 
