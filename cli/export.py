@@ -28,6 +28,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--force", action="store_true", help="re-export even when up to date")
     p.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="worker processes exporting at once (default: $CVSCORE_EXPORT_JOBS, else the "
+        "number of usable cores)",
+    )
+    p.add_argument(
         "--weights",
         metavar="PATH",
         help="torchvision VGG16/VGG19 state dict for the VGG losses (default: $CVSCORE_VGG_WEIGHTS)",
@@ -43,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise CliError(f"Expected --formats from {sorted(FORMATS)}, got {unknown}")
     out = Path(args.out)
+    if args.jobs is not None and args.jobs < 1:
+        raise CliError(f"Expected --jobs to be a positive integer, got {args.jobs}")
     if args.for_gate:
         if args.names or args.param:
             raise CliError("--for-gate exports what the gate file names; drop NAMES and --param")
@@ -58,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
                 formats,
                 force=args.force,
                 weights=Path(args.weights) if args.weights else None,
+                jobs=args.jobs,
             )
         except KeyError as exc:  # an unknown metric name
             raise CliError(exc.args[0]) from None

@@ -8,11 +8,13 @@ spec becomes a dynamic axis of the artifact; axes with the same name share one d
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
@@ -96,25 +98,52 @@ def write_torch_export(program: torch.export.ExportedProgram, path: Path) -> Non
         torch.export.save(program, str(path))
 
 
-def write_onnx(
-    program: torch.export.ExportedProgram,
-    example: Mapping[str, Tensor],
-    spec: MetricSpec,
-    path: Path,
-) -> None:
-    with quiet():
-        torch.onnx.export(
+@functools.cache
+def _onnx_registry(opset: int) -> Any:
+    """torch.onnx's table of ATen -> ONNX functions, built once per process.
+
+    ``torch.onnx.export`` rebuilds it on every call (about 1.5 s of CPU: it parses the
+    source of every onnxscript function), which was most of a small metric's export.
+    """
+    from torch.onnx._internal.exporter import _registration
+
+    return _registration.ONNXRegistry.from_torchlib(opset_version=opset)
+
+
+def _onnx_program(program: torch.export.ExportedProgram, spec: MetricSpec) -> Any:
+    """The ONNX program of ``program``, translated with the one cached registry.
+
+    This is what ``torch.onnx.export(program, dynamo=True)`` does for an ExportedProgram,
+    less the rebuilt registry; with a torch whose private exporter module moved, it falls
+    back to the public call (slower, same graph).
+    """
+    try:
+        from torch.onnx._internal.exporter import _core
+
+        registry = _onnx_registry(ONNX_OPSET)
+    except (ImportError, AttributeError):  # pragma: no cover - another torch
+        return torch.onnx.export(
             program,
             (),
-            str(path),
-            kwargs=dict(example),
             input_names=spec.input_names(),
             output_names=[o.name for o in spec.outputs],
             opset_version=ONNX_OPSET,
             dynamo=True,
-            external_data=False,
             verbose=False,
         )
+    return _core.export(
+        program,
+        registry=registry,
+        input_names=spec.input_names(),
+        output_names=[o.name for o in spec.outputs],
+        opset_version=ONNX_OPSET,
+        verbose=False,
+    )
+
+
+def write_onnx(program: torch.export.ExportedProgram, spec: MetricSpec, path: Path) -> None:
+    with quiet():
+        _onnx_program(program, spec).save(str(path), external_data=False)
     # ONNX Runtime's sums and Log / Atan give a row other bits in another batch: rewrite them
     onnx.save(make_batch_invariant(onnx.load(str(path))), str(path))
 
@@ -138,6 +167,6 @@ def write_all(
         if program is None:
             program = export_program(module, example, spec)
         if fmt == "onnx":
-            write_onnx(program, example, spec, paths[fmt])
+            write_onnx(program, spec, paths[fmt])
         else:
             write_torch_export(program, paths[fmt])

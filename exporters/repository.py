@@ -232,6 +232,19 @@ def _up_to_date(
     return True
 
 
+def is_current(
+    spec: MetricSpec,
+    repo: Path,
+    params: Mapping[str, Any] | None = None,
+    formats: Sequence[str] = tuple(fmt.FORMATS),
+    name: str | None = None,
+) -> bool:
+    """Whether :func:`export_metric` would skip this model: nothing to rebuild."""
+    name = check_model_name(name or variant_name(spec, params))
+    identity = artifact_identity(spec, spec.resolve_params(params))
+    return _up_to_date(read_manifest(repo / name), identity, formats, repo / name)
+
+
 def export_metric(
     spec: MetricSpec,
     repo: Path,
@@ -324,52 +337,6 @@ def export_metric(
     tmp_manifest.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     tmp_manifest.replace(model_dir / MANIFEST)
     return ExportResult(name, model_dir, False, time.perf_counter() - start)
-
-
-def export_many(
-    names: Sequence[str] | None,
-    repo: Path,
-    params: Mapping[str, Mapping[str, Any]] | None = None,
-    formats: Sequence[str] = tuple(fmt.FORMATS),
-    force: bool = False,
-    progress: bool = True,
-    weights: Path | None = None,
-) -> list[ExportResult]:
-    """Export several metrics (all when ``names`` is empty), with a progress bar.
-
-    ``weights`` fills the ``weights`` parameter of metrics that need a weights file (the VGG
-    losses) unless ``params`` sets it. When exporting everything, a metric whose required
-    file is given neither way nor by its environment variable is skipped with a warning;
-    one asked for by name is exported and fails with a ValueError naming the parameter.
-    """
-    from tqdm import tqdm
-
-    merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (params or {}).items()}
-    chosen = registry.select(names)
-    stray = sorted(set(merged) - {s.name for s in chosen})
-    if stray:
-        raise ValueError(f"--param names metrics that are not being exported: {stray}")
-    if weights is not None:
-        for spec in chosen:
-            if "weights" in spec.requires:
-                merged.setdefault(spec.name, {}).setdefault("weights", str(weights))
-    if not names:
-        missing = [s for s in chosen if None in s.required_files(merged.get(s.name)).values()]
-        if missing:
-            log.warning(
-                "skipping %s: %s a weights file; pass --weights PATH or set %s",
-                ", ".join(s.name for s in missing),
-                "it needs" if len(missing) == 1 else "they need",
-                " / ".join(sorted({env for s in missing for env in s.requires.values()})),
-            )
-            chosen = [s for s in chosen if s not in missing]
-    repo.mkdir(parents=True, exist_ok=True)
-    results = []
-    bar = tqdm(chosen, desc="export", unit="model", disable=not progress or len(chosen) < 2)
-    for spec in bar:
-        bar.set_postfix_str(spec.name)
-        results.append(export_metric(spec, repo, merged.get(spec.name), formats, force))
-    return results
 
 
 def list_models(repo: Path) -> list[str]:

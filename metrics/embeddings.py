@@ -2,9 +2,8 @@
 
 Embeddings are ``Tensor[N, D]``, one row per sample. Class-level parameters that are learnt
 with the network (CosFace's class weights, triplet-center's centres) are inputs of the
-graph without a batch axis, ``Tensor[K, D]``: the same for every sample of a batch. Every
-function returns ``Tensor[N]``; all are losses (lower is better) except
-:func:`cosine_similarity`.
+graph without a batch axis, ``Tensor[K, D]``: the same for every sample of a batch. Each
+function returns ``Tensor[N]``, a loss (lower is better) but :func:`cosine_similarity`.
 """
 
 from __future__ import annotations
@@ -119,10 +118,8 @@ def cosface(
     Wang et al. 2018, https://arxiv.org/abs/1801.09414, whose defaults are s = 64,
     m = 0.35. InsightFace's CosFace configs use m = 0.4; ``m = 0`` is normalised softmax.
     """
-    # a broadcast product summed over D, not a matmul: a GEMM sums each row in an order
-    # that depends on how many rows it was given, so a row's score would change with its batch
-    unit = _normalize(weight, 1e-12)
-    cos = (_normalize(preds, 1e-12).unsqueeze(1) * unit.unsqueeze(0)).sum(-1)
+    # a product summed over D, not a matmul: a GEMM's order of summation depends on its rows
+    cos = (_normalize(preds, 1e-12).unsqueeze(1) * _normalize(weight, 1e-12)).sum(-1)
     onehot = _one_hot(target, weight.shape[0], cos.dtype)
     logits = s * (cos - m * onehot)
     return -(F.log_softmax(logits, dim=1) * onehot).sum(1)
@@ -310,9 +307,8 @@ register(
 
 
 def _cosface_work(sizes: Mapping[str, int], params: Mapping[str, Any]) -> int:
-    """Bytes at the peak: the N·K·D product before its sum over D (twice: ONNX pads a
-    copy of it), the N·K cosine matrix and its margin and softmax temporaries (measured
-    ~18 per pair), and the normalised copies of the inputs."""
+    """Bytes at the peak: the N·K·D product (and ONNX's padded copy), the N·K cosines and
+    their softmax temporaries (~18 per pair, measured), the normalised inputs."""
     n, k, d = (sizes.get(key, 0) for key in "NKD")
     return 8 * n * k * d + 24 * n * k + 8 * (n + k) * d
 

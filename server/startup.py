@@ -8,7 +8,6 @@ no ``--repository`` is given) are registered metrics exported into it.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,16 +41,9 @@ def prepare_repository(config: ServerConfig, progress: bool = True) -> Path:
     if not wanted:
         check_staleness(repo, config.models, rebuild=True)
         return repo
-    from tqdm import tqdm
-
     log.info("exporting %d model(s) into %s", len(wanted), repo)
-    bar = tqdm(wanted, desc="export", unit="model", disable=not progress, file=sys.stderr)
-    for name in bar:
-        bar.set_postfix_str(name)
-        try:
-            export_many([name], repo, progress=False)
-        except Exception as exc:
-            log.warning("cannot export %s, serving without it: %s", name, exc)
+    # a metric that fails to export is logged and left out; the others are served
+    export_many(wanted, repo, progress=progress, keep_going=True, progress_from=1)
     check_staleness(repo, config.models, rebuild=True)  # variants with non-default params
     return repo
 
