@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from cvscore.cli import main as cli
 from cvscore.exporters import export_many
-from cvscore.exporters import repository as repo_mod
+from cvscore.exporters import parallel as export_mod
 from cvscore.exporters.formats import script
 from cvscore.exporters.repository import sha256_file
 from cvscore.metrics import _vgg, features, registry
@@ -299,13 +299,13 @@ def test_export_many_skips_or_uses_weights(
 ) -> None:
     monkeypatch.delenv(_vgg.ENV_WEIGHTS, raising=False)
     subset = [registry.get("perceptual"), registry.get("l1")]
-    monkeypatch.setattr(repo_mod.registry, "select", lambda names: subset)
+    monkeypatch.setattr(export_mod.registry, "select", lambda names: subset)
     records = _Records()
-    repo_mod.log.addHandler(records)
+    export_mod.log.addHandler(records)
     try:
         results = export_many(None, tmp_path / "a", formats=("torchscript",), progress=False)
     finally:
-        repo_mod.log.removeHandler(records)
+        export_mod.log.removeHandler(records)
     assert [r.name for r in results] == ["l1"]
     (message,) = records.messages
     assert "skipping perceptual" in message and "--weights" in message
