@@ -11,7 +11,8 @@ Alignment. The exported graphs give a row the same bits wherever it sits in a ba
 (``exporters/invariance.py``; ``tests/test_invariance.py``), so requests are packed with no
 padding. ``align > 1`` still starts every request at a multiple of ``align`` rows (copies of
 its last row pad it), for artifacts made elsewhere. Runs whose work estimate is under
-``inline_cost`` bytes compute on the loop: a thread hop costs more than they do.
+``inline_cost`` bytes compute on the loop: a thread hop costs more than they do; a request
+of ``solo_cost`` or more starts its run at once.
 
 Transport-free: nothing here knows about gRPC; errors are :mod:`server.errors`.
 """
@@ -25,41 +26,23 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .errors import DeadlineExceededError, NotReadyError, QueueFullError
-from .grouping import Request, group_key, partition
+from .grouping import BatchInfo, Request, RunInfo, group_key, partition
 
 log = logging.getLogger(__name__)
 
+# Inputs smaller than this are checked, and runs whose work estimate is smaller computed, on
+# the event loop (the hop to a thread costs more); a run of SOLO_BYTES does not wait for company.
+INLINE_BYTES = 1 << 20
+SOLO_BYTES = 16 << 20
 RunFn = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 Hook = Callable[[str, "Request"], None]
 # what a run gives one request: its outputs (or the error) and the run's BatchInfo
 Outcome = tuple["Request", "dict[str, np.ndarray] | BaseException", "BatchInfo | None"]
-
-
-@dataclass(frozen=True)
-class BatchInfo:
-    """What a request learns about the run it was part of."""
-
-    queue_s: float
-    compute_s: float
-    requests: int
-    rows: int
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What one successful run cost: the callers' rows (no padding), in seconds."""
-
-    rows: int
-    requests: int
-    input_s: float  # concatenating the inputs
-    infer_s: float  # the graph
-    output_s: float  # splitting the outputs
 
 
 class Batcher:
@@ -78,7 +61,8 @@ class Batcher:
         align: int = 1,
         splittable: bool = True,
         max_cost: int = 0,
-        inline_cost: int = 0,
+        inline_cost: int = INLINE_BYTES,
+        solo_cost: int = SOLO_BYTES,
     ) -> None:
         self.label = label
         self._run_fn = run
@@ -93,6 +77,8 @@ class Batcher:
         # requests whose work estimates sum past this never share a run (0: no bound)
         self.max_cost = max(0, int(max_cost))
         self.inline_cost = max(0, int(inline_cost))
+        # a head request this costly runs at once: sharing its run saves nothing (0: waits)
+        self.solo_cost = max(0, int(solo_cost))
         self.hooks: list[Hook] = []  # observers of "queued", "ran", "expired", "cancelled"
         self.run_hooks: list[Callable[[RunInfo], None]] = []  # after each run, in its thread
         self.runs = 0
@@ -255,6 +241,7 @@ class Batcher:
             and not head.future.done()
             and self.splittable
             and self._rows_for(head.key) < self.max_batch_size
+            and not (self.solo_cost and head.cost >= self.solo_cost)
             and loop.time() < due
         ):
             self._wake.clear()

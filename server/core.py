@@ -21,7 +21,7 @@ from ..exporters.repository import list_models
 from ..wire import REDUCTIONS
 from . import runtimes, stats
 from .admission import Admission, Prepared, Tensorish, decode
-from .batcher import Batcher, BatchInfo, Hook
+from .batcher import INLINE_BYTES, Batcher, Hook
 from .errors import (
     InvalidInputError,
     NotFoundError,
@@ -30,6 +30,7 @@ from .errors import (
     TooLargeError,
     shown,
 )
+from .grouping import BatchInfo
 from .models import PREFERENCE, CoreOptions, Model, load_model
 from .modelstats import ModelStatistics
 from .results import EvaluateResult, ScoreResult, Timing
@@ -37,10 +38,6 @@ from .results import EvaluateResult, ScoreResult, Timing
 __all__ = ["PREFERENCE", "CoreOptions", "EvaluateResult", "Model", "ScoreResult", "ScoringCore"]
 
 log = logging.getLogger(__name__)
-
-# Inputs larger than this are checked, and runs whose work estimate is larger computed,
-# off the event loop (smaller ones cost less than the hop to a thread).
-INLINE_BYTES = 1 << 20
 
 
 class ScoringCore:
@@ -120,7 +117,6 @@ class ScoringCore:
             align=o.align,
             splittable=model.signature.splittable,
             max_cost=o.limits.max_work_bytes,
-            inline_cost=INLINE_BYTES,
         )
         batcher.hooks.extend(self._hooks)
         batcher.run_hooks.append(self.statistics.run_hook(model.name, model.version))

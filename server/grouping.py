@@ -11,12 +11,30 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .batcher import BatchInfo
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """What a request learns about the run it was part of."""
+
+    queue_s: float
+    compute_s: float
+    requests: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What one successful run cost: the callers' rows (no padding), in seconds."""
+
+    rows: int
+    requests: int
+    input_s: float  # concatenating the inputs
+    infer_s: float  # the graph
+    output_s: float  # splitting the outputs
 
 
 @dataclass(eq=False)

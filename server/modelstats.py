@@ -34,7 +34,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from .batcher import BatchInfo, RunInfo
+from .grouping import BatchInfo, RunInfo
 
 REQUEST_PHASES = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
 RUN_PHASES = ("compute_input", "compute_infer", "compute_output")

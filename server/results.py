@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import stats
-from .batcher import BatchInfo
+from .grouping import BatchInfo
 
 
 @dataclass(frozen=True)
