@@ -52,6 +52,22 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _follow_parent(loop: Any, stop: Any) -> None:
+    """Drain and exit when the parent dies (even by SIGKILL): no orphan keeps the port."""
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        log.error("the parent process is gone; this worker drains and exits")
+        loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=watch, name="cvscore-parent-watch", daemon=True).start()
+
+
 def _worker(config: ServerConfig, logging_setup: tuple[str, str], ready: Any) -> None:
     """One worker process: an ordinary server that reports to the parent when ready."""
     import asyncio
@@ -66,6 +82,7 @@ def _worker(config: ServerConfig, logging_setup: tuple[str, str], ready: Any) ->
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        _follow_parent(loop, stop)
 
         def announce(server: Server) -> None:
             ready.put((config.worker_index, os.getpid(), server.metrics_port))

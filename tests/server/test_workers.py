@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -99,3 +101,29 @@ def test_bad_worker_flags_are_one_clear_line(
     assert out.returncode == 2
     (line,) = out.stderr.splitlines()
     assert line.startswith("cvscore serve: error: " + message)
+
+
+def test_workers_do_not_outlive_a_killed_parent(two_workers: Process) -> None:
+    address = two_workers.address()
+    two_workers.wait_line(two_workers.lines, "health on port")
+    pids = [int(m.group(2)) for m in map(WORKER_READY.search, two_workers.lines) if m]
+    assert len(pids) == 2
+    two_workers.proc.kill()  # SIGKILL: the parent cannot forward anything
+    two_workers.proc.wait(30)
+    deadline = time.monotonic() + 60
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in pids if _running(p)]
+        time.sleep(0.2)
+    assert not alive, f"workers {alive} kept running after the parent was killed"
+    host, port = address.rsplit(":", 1)
+    with pytest.raises(ConnectionRefusedError):  # and nobody listens on the port any more
+        socket.create_connection((host, int(port)), timeout=5).close()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
