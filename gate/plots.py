@@ -1,5 +1,5 @@
 """The gate's PNG plots: COCO precision-recall curves, per-sample score distributions and
-the bootstrap distributions behind the ``confidence`` checks that did not pass.
+the bootstrap distributions behind the ``confidence`` checks.
 
 Each plot overlays the baseline (dashed) when the baseline report carries the same curve
 or per-sample scores, and draws the gate's thresholds: the PR legend gives each curve's AP
@@ -125,13 +125,12 @@ def distribution(
 
 
 def bootstrap_plots(out_dir: Path, checks: Sequence[tuple[Any, Any]], boot: Any) -> list[str]:
-    """One plot per figure with a ``confidence`` check its interval did not pass (failed or
-    inconclusive): the bootstrap distribution of the paired change from the baseline (for
-    ``max_drop``; else of the figure), its interval and the threshold. A check that passed
-    gets none (its interval is in the summary and the report): each plot costs about as
-    much as the whole bootstrap. ``checks``: (Check, CheckResult) pairs. Returns the file
-    names."""
+    """One plot per figure with a ``confidence`` check: the bootstrap distribution of the
+    paired change from the baseline (for ``max_drop``; else of the figure), its interval and
+    the thresholds. Drawn by :mod:`gate.histogram` (milliseconds, not matplotlib's tenths of
+    a second). ``checks``: (Check, CheckResult) pairs. Returns the file names."""
     from .bootstrap import change, percentile_interval
+    from .histogram import draw
 
     by_figure: dict[str, list[Any]] = {}
     results: dict[int, Any] = {}
@@ -141,8 +140,6 @@ def bootstrap_plots(out_dir: Path, checks: Sequence[tuple[Any, Any]], boot: Any)
             results[id(c)] = r
     made = []
     for figure, group in by_figure.items():
-        if all(results[id(c)].interval.verdict == "pass" for c in group):
-            continue
         first = results[id(group[0])].interval
         values = boot.values(figure, first.resamples)
         drops = [c for c in group if c.kind == "max_drop"]
@@ -155,7 +152,7 @@ def bootstrap_plots(out_dir: Path, checks: Sequence[tuple[Any, Any]], boot: Any)
                 diff = diff / np.where(base != 0, np.abs(base), np.nan)
             values = diff
             what = "relative change" if rel else "change"
-            xlabel = f"{what} from the baseline (candidate − baseline)"
+            xlabel = f"{what} from the baseline (candidate - baseline)"
             for c in drops:
                 if c.relative == rel:
                     edge = -c.threshold if c.higher_is_better else c.threshold
@@ -165,7 +162,7 @@ def bootstrap_plots(out_dir: Path, checks: Sequence[tuple[Any, Any]], boot: Any)
             lines = [(f"{c.kind} {c.threshold:g}", c.threshold) for c in group]
         name = f"boot_{figure.replace('/', '_').replace('@', '_at_')}.png"
         lo, hi = percentile_interval(values, first.confidence)
-        _bootstrap_hist(
+        draw(
             out_dir / name,
             f"{figure}: paired bootstrap, {first.resamples} resamples ({first.verdict})",
             values,
@@ -176,35 +173,3 @@ def bootstrap_plots(out_dir: Path, checks: Sequence[tuple[Any, Any]], boot: Any)
         )
         made.append(name)
     return made
-
-
-def _bootstrap_hist(
-    path: Path,
-    title: str,
-    values: Any,
-    interval: tuple[float, float, float],
-    thresholds: Sequence[tuple[str, float]],
-    xlabel: str,
-    zero: bool,
-) -> None:
-    plt = _pyplot()
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    fig, ax = plt.subplots(figsize=(8.5, 4), dpi=100)
-    lo, hi, level = interval
-    marks = [t for _, t in thresholds] + ([0.0] if zero else [])
-    if v.size:
-        left, right = min([float(v.min()), *marks]), max([float(v.max()), *marks])
-        bins = np.linspace(left, right if right > left else left + 1e-6, 41)
-        ax.hist(v, bins=bins, color="C0", alpha=0.6, label="resamples")
-        ax.axvspan(lo, hi, color="C0", alpha=0.12, label=f"{level * 100:g}% interval")
-    if zero:
-        ax.axvline(0.0, color="C7", lw=1, label="no change")
-    for i, (label, value) in enumerate(thresholds):
-        ax.axvline(value, color=f"C{3 + i}", ls=":", lw=1.8, label=f"threshold: {label}")
-    ax.set(xlabel=xlabel, ylabel="resamples", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, borderaxespad=0)
-    fig.tight_layout()
-    fig.savefig(path, metadata=_METADATA)
-    plt.close(fig)
