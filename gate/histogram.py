@@ -46,15 +46,16 @@ def draw(
     v = v[np.isfinite(v)]
     lo, hi, level = interval
     marks = [t for _, t in thresholds] + ([0.0] if zero else [])
-    finite = [m for m in (*marks, lo, hi) if np.isfinite(m)]
-    left = min([*(v.min(),) * bool(v.size), *finite], default=0.0)
-    right = max([*(v.max(),) * bool(v.size), *finite], default=1.0)
+    bounds = [float(m) for m in (*marks, lo, hi) if np.isfinite(m)]
+    if v.size:
+        bounds += [float(v.min()), float(v.max())]
+    left, right = min(bounds, default=0.0), max(bounds, default=1.0)
     if right <= left:
         left, right = left - 0.5, right + 0.5
     pad = 0.03 * (right - left)
     left, right = left - pad, right + pad
-    counts, edges = np.histogram(v, bins=40, range=(left, right)) if v.size else ([], [])
-    top = max(1, int(max(counts, default=1)))
+    counts, edges = np.histogram(v, bins=40, range=(left, right))
+    top = max(1, int(counts.max()))
 
     def x(value: float) -> int:
         return round(LEFT + (value - left) / (right - left) * (RIGHT - LEFT))
