@@ -143,9 +143,9 @@ def _onnx_program(program: torch.export.ExportedProgram, spec: MetricSpec) -> An
 
 def write_onnx(program: torch.export.ExportedProgram, spec: MetricSpec, path: Path) -> None:
     with quiet():
-        _onnx_program(program, spec).save(str(path), external_data=False)
+        proto = _onnx_program(program, spec).model_proto
     # ONNX Runtime's sums and Log / Atan give a row other bits in another batch: rewrite them
-    onnx.save(make_batch_invariant(onnx.load(str(path))), str(path))
+    onnx.save(make_batch_invariant(proto), str(path))
 
 
 def write_all(

@@ -27,6 +27,7 @@ import os
 import queue
 import signal
 import socket
+import threading
 import time
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -54,8 +55,6 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 def _follow_parent(loop: Any, stop: Any) -> None:
     """Drain and exit when the parent dies (even by SIGKILL): no orphan keeps the port."""
-    import threading
-
     parent = multiprocessing.parent_process()
     if parent is None:
         return
