@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..v1 import scoring_pb2, scoring_pb2_grpc
-from . import security
+from . import allocator, security
 from .config import ServerConfig
 from .control import ModelControl
 from .core import Model, ScoringCore
@@ -274,6 +274,7 @@ def main(config: ServerConfig, progress: bool = True) -> int:
     if config.tls_cert is not None and config.tls_key is not None:
         security.check_key_pair(config.tls_cert, config.tls_key)  # before any export
     prepare_repository(config, progress=progress)
+    allocator.tune()  # large requests reuse freed heap blocks (server/allocator.py)
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -4,7 +4,8 @@ Requests that can share a run are those with the same *group key*: for an input 
 batch axis, its dtype and its non-batch axes (so images of different H, W never meet); for
 an input without one (a shared centre matrix), its dtype and shape. The worker takes the
 oldest request, waits until its group holds ``max_batch_size`` rows or the oldest has
-waited ``max_delay`` seconds, splits the group into runs whose inputs without a batch axis
+waited ``max_delay`` seconds (only while other requests are in flight: a lone caller's
+request has no company coming and runs at once), splits the group into runs whose inputs without a batch axis
 are equal byte for byte, runs each once and slices each request's outputs.
 
 Alignment. The exported graphs give a row the same bits wherever it sits in a batch
@@ -63,9 +64,11 @@ class Batcher:
         max_cost: int = 0,
         inline_cost: int = INLINE_BYTES,
         solo_cost: int = SOLO_BYTES,
+        run_inline: RunFn | None = None,
     ) -> None:
         self.label = label
         self._run_fn = run
+        self._run_inline = run_inline or run  # what a run on the loop calls
         self._executor = executor
         self._batched = dict(batched)
         self._shared = [name for name, b in self._batched.items() if not b]
@@ -82,6 +85,7 @@ class Batcher:
         self.hooks: list[Hook] = []  # observers of "queued", "ran", "expired", "cancelled"
         self.run_hooks: list[Callable[[RunInfo], None]] = []  # after each run, in its thread
         self.runs = 0
+        self.inflight = 0  # submitted and not yet answered, queued or running
         self._queue: collections.deque[Request] = collections.deque()
         self._wake = asyncio.Event()
         self._open = asyncio.Event()  # cleared by pause(): a test hook to hold the queue
@@ -166,6 +170,7 @@ class Batcher:
             cost=cost,
         )
         self._queue.append(request)
+        self.inflight += 1
         log.debug("%s: queued %d rows (%d waiting)", self.label, rows, len(self._queue))
         if self.hooks:
             self._notify("queued", request)
@@ -178,6 +183,7 @@ class Batcher:
             self._drop(request, "cancelled")
             raise
         finally:
+            self.inflight -= 1
             if timer is not None:
                 timer.cancel()
 
@@ -240,6 +246,7 @@ class Batcher:
             and self._open.is_set()
             and not head.future.done()
             and self.splittable
+            and self.inflight > 1  # no other request in flight: no company is coming
             and self._rows_for(head.key) < self.max_batch_size
             and not (self.solo_cost and head.cost >= self.solo_cost)
             and loop.time() < due
@@ -290,9 +297,11 @@ class Batcher:
         start = loop.time()
         try:
             if sum(r.cost for r in batch) < self.inline_cost:
-                outcomes = self._compute(batch)
+                outcomes = self._compute(batch, self._run_inline)
             else:
-                outcomes = await loop.run_in_executor(self._executor, self._compute, batch)
+                outcomes = await loop.run_in_executor(
+                    self._executor, self._compute, batch, self._run_fn
+                )
         except Exception as exc:  # a bug in partitioning: every request hears of it
             outcomes = [(r, exc, None) for r in batch]
         for request, result, info in outcomes:
@@ -308,19 +317,19 @@ class Batcher:
             if self.hooks and not isinstance(result, BaseException):
                 self._notify("ran", request)
 
-    def _compute(self, batch: list[Request]) -> list[Outcome]:
-        """Split into runs by shared inputs, run each, slice the outputs."""
+    def _compute(self, batch: list[Request], fn: RunFn) -> list[Outcome]:
+        """Split into runs by shared inputs, run each with ``fn``, slice the outputs."""
         outcomes: list[Outcome] = []
         for run in partition(batch, self._shared):
-            outcomes.extend(self._run_one(run))
+            outcomes.extend(self._run_one(run, fn))
         return outcomes
 
-    def _run_one(self, run: list[Request]) -> list[Outcome]:
+    def _run_one(self, run: list[Request], fn: RunFn) -> list[Outcome]:
         try:
             t0 = time.perf_counter()
             inputs, offsets, rows = self._concatenate(run)
             t1 = time.perf_counter()
-            outputs = self._run_fn(inputs)
+            outputs = fn(inputs)
             t2 = time.perf_counter()
             compute = t2 - t1
             self.runs += 1
@@ -331,7 +340,7 @@ class Batcher:
                 log.warning(
                     "%s: a batch of %d failed (%s); retrying one by one", self.label, len(run), exc
                 )
-                return [o for request in run for o in self._run_one([request])]
+                return [o for request in run for o in self._run_one([request], fn)]
             return [(run[0], exc, None)]
         info = BatchInfo(0.0, compute, len(run), rows)
         if self.run_hooks:

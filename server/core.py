@@ -106,9 +106,10 @@ class ScoringCore:
 
     def _add_batcher(self, model: Model, kind: str) -> Batcher:
         o = self.options
+        runtime = model.runtimes[kind]
         batcher = Batcher(
             f"{model.name}/{kind}",
-            model.runtimes[kind].run,
+            runtime.run,
             self._executor,
             {t.name: t.batched for t in model.signature.inputs},
             max_batch_size=o.max_batch_size,
@@ -117,6 +118,7 @@ class ScoringCore:
             align=o.align,
             splittable=model.signature.splittable,
             max_cost=o.limits.max_work_bytes,
+            run_inline=getattr(runtime, "run_inline", None),
         )
         batcher.hooks.extend(self._hooks)
         batcher.run_hooks.append(self.statistics.run_hook(model.name, model.version))
@@ -383,8 +385,11 @@ class ScoringCore:
         self, model: Model, inputs: Mapping[str, Tensorish], admission: Admission
     ) -> Prepared:
         """Decode admitted inputs and bring them into the artifact's form (domain checks)."""
+        plan = model.plan
+        if plan.cheap(admission):  # microseconds on the requests before: no thread hop
+            return plan.prepare(inputs, admission)
         prepared: Prepared = await self._offload(
-            admission.request_bytes, lambda: model.plan.prepare(inputs, admission)
+            admission.request_bytes, lambda: plan.prepare(inputs, admission)
         )
         return prepared
 

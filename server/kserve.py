@@ -28,6 +28,7 @@ from ..wire import KSERVE_DTYPES, TO_KSERVE
 from . import tensors
 from .dataplane import DataPlane
 from .errors import InvalidInputError, shown
+from .rawinput import InferRequestParser, raw_contents
 from .servicer import deadline_of
 from .shm import Lease, tensor_ref, write_output
 from .status import handle_errors
@@ -97,9 +98,12 @@ class KServeServicer:
             behaviour: Callable[..., Any] = getattr(self, method.name)
             request = message_factory.GetMessageClass(method.input_type)
             response = message_factory.GetMessageClass(method.output_type)
+            parse = request.FromString
+            if method.name == "ModelInfer":  # large tensors stay in the received bytes
+                parse = InferRequestParser(request).parse
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
                 behaviour,
-                request_deserializer=request.FromString,
+                request_deserializer=parse,
                 response_serializer=response.SerializeToString,
             )
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
@@ -112,7 +116,7 @@ class KServeServicer:
         ``shared_memory_*`` parameters), in ``raw_input_contents`` (one entry per input not
         in shared memory, in order) or in each input's typed ``contents``, never two of them.
         """
-        raw = list(request.raw_input_contents)
+        raw = raw_contents(request)
         refs = [tensor_ref(t.parameters, f"Input `{shown(t.name)}`") for t in request.inputs]
         plain = sum(ref is None for ref in refs)
         if raw and len(raw) != plain:
@@ -140,6 +144,7 @@ class KServeServicer:
                         f"Input `{name}` has data in {where} and in contents "
                         f"({', '.join(typed)}); send one or the other"
                     )
+                data: bytes | memoryview
                 if ref is not None:
                     region, offset, size = ref
                     data = lease.view(region, offset, size, f"Input `{name}`")

@@ -73,12 +73,20 @@ class TorchRuntime:
 
 
 class OnnxRuntime:
-    """ONNX Runtime session: CUDA execution provider when present and asked for, else CPU."""
+    """ONNX Runtime session: CUDA execution provider when present and asked for, else CPU.
+
+    Small runs, the ones the server computes on its event loop, go to a second CPU session
+    without an intra-op thread pool (:meth:`run_inline`, made on first use): for a graph
+    that takes microseconds, waking the pool's threads costs more than the work, and their
+    spinning afterwards takes a core from gRPC and the client. Both sessions give the same
+    bits (``tests/test_invariance.py``).
+    """
 
     def __init__(self, path: Path, device: str, threads: int = 0) -> None:
         import onnxruntime as ort
 
         self.name = "onnx"
+        self._path = path
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:
@@ -89,9 +97,27 @@ class OnnxRuntime:
         self._session = ort.InferenceSession(str(path), options, providers=providers)
         self.device = "cuda" if self._session.get_providers()[0].startswith("CUDA") else "cpu"
         self.output_names = [o.name for o in self._session.get_outputs()]
+        self._single: Any = None
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = self._session.run(self.output_names, dict(inputs))
+        return dict(zip(self.output_names, outs, strict=True))
+
+    def run_inline(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The same run on the single-threaded session (on CUDA: the one session)."""
+        if self.device != "cpu":
+            return self.run(inputs)
+        if self._single is None:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            self._single = ort.InferenceSession(
+                str(self._path), options, providers=["CPUExecutionProvider"]
+            )
+        outs = self._single.run(self.output_names, dict(inputs))
         return dict(zip(self.output_names, outs, strict=True))
 
 

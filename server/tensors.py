@@ -111,14 +111,17 @@ def _check_count(name: str, dims: tuple[int, ...], got: int) -> None:
 
 
 def from_bytes(name: str, dtype: str, shape: Sequence[int], data: bytes | memoryview) -> np.ndarray:
-    """A read-only array over ``data`` (no copy), after checking shape against byte length."""
+    """A read-only array over ``data`` (no copy when aligned), after checking its length."""
     np_dtype = resolve_dtype(name, dtype)
     dims = check_shape(name, shape)
     _check_length(name, dtype, np_dtype, dims, len(data))
     if np_dtype == np.bool_:
         # Any non-zero byte is True; normalise so torch and ONNX Runtime see 0/1 only.
         return np.frombuffer(data, dtype=np.uint8).reshape(dims).astype(np.bool_)
-    return np.frombuffer(data, dtype=np_dtype).reshape(dims)
+    array = np.frombuffer(data, dtype=np_dtype).reshape(dims)
+    # a view into a protobuf message (server/rawinput.py) can start anywhere: the runtimes
+    # get aligned memory, as they would from a bytes object
+    return array if array.flags.aligned else array.copy()
 
 
 def from_values(name: str, dtype: str, shape: Sequence[int], values: Sequence[Any]) -> np.ndarray:

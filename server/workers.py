@@ -71,10 +71,12 @@ def _worker(config: ServerConfig, logging_setup: tuple[str, str], ready: Any) ->
     """One worker process: an ordinary server that reports to the parent when ready."""
     import asyncio
 
+    from . import allocator
     from .app import Server, serve
     from .logs import configure_logging
 
     configure_logging(*logging_setup)
+    allocator.tune()
 
     async def run() -> None:
         stop = asyncio.Event()

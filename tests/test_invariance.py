@@ -49,3 +49,30 @@ def test_a_row_scores_the_same_bits_in_any_batch(zoo_repo: Path, name: str, runt
                 np.testing.assert_array_equal(
                     part[key], value[a:b], err_msg=f"{name} {runtime} {regime} rows [{a}:{b}] {key}"
                 )
+
+
+@pytest.mark.parametrize("name", _splittable())
+def test_the_inline_session_scores_the_same_bits_as_the_pooled_one(
+    zoo_repo: Path, name: str
+) -> None:
+    """The server runs small batches on a session without a thread pool (``run_inline``) and
+    large ones on the pooled session: a row must not change bits between the two."""
+    spec = registry.get(name)
+    batched = {t.name: t.batched for t in spec.inputs}
+    model = runtimes.load(zoo_repo, name, "onnx")
+    assert isinstance(model, runtimes.OnnxRuntime)
+    for regime in ("typical", "extreme"):
+        if regime not in ("typical", *spec.regimes):
+            continue
+        generated = spec.make_inputs(torch.Generator().manual_seed(8), {"N": N}, regime=regime)
+        inputs = {k: v.numpy() for k, v in spec.canonical(generated).items()}
+        pooled = model.run(inputs)
+        single = model.run_inline(inputs)
+        for key, value in pooled.items():
+            np.testing.assert_array_equal(single[key], value, err_msg=f"{name} {regime} {key}")
+        for a, b in CUTS:
+            part = model.run_inline({k: v[a:b] if batched[k] else v for k, v in inputs.items()})
+            for key, value in pooled.items():
+                np.testing.assert_array_equal(
+                    part[key], value[a:b], err_msg=f"{name} inline {regime} rows [{a}:{b}] {key}"
+                )

@@ -251,3 +251,24 @@ def test_scripted_matches_eager(name: str) -> None:
     for n in (0, 1, 7):
         inputs = _pairs(17 + n, n, torch.float32)
         torch.testing.assert_close(scripted(**inputs), module(**inputs), rtol=0, atol=0)
+
+
+def test_the_fast_box_check_never_passes_a_bad_box() -> None:
+    """``_well_formed`` (the served path's one-pass check) against the definition, on boxes
+    with inf, NaN, swapped corners and float32-overflowing sides planted at random."""
+    rng = np.random.default_rng(11)
+    bad_values = [np.inf, -np.inf, np.nan, 3e38, -3e38]
+    for trial in range(300):
+        xy = rng.uniform(-1e4, 1e4, (64, 2))
+        b = np.concatenate([xy, xy + rng.uniform(0, 1e3, (64, 2))], 1).astype(np.float32)
+        for _ in range(int(rng.integers(0, 3))):
+            i, j = int(rng.integers(64)), int(rng.integers(4))
+            if rng.random() < 0.5:
+                b[i, j] = bad_values[int(rng.integers(len(bad_values)))]
+            else:
+                b[i, [0, 2]] = b[i, [2, 0]]
+        valid = bool(np.isfinite(b).all() and (b[:, 2:] >= b[:, :2]).all())
+        fast = boxes._well_formed(torch.from_numpy(b))
+        assert not fast or valid, f"trial {trial}: passed boxes that are not well formed"
+        if valid and np.isfinite(b[:, 2:].astype(np.float32) - b[:, :2]).all():
+            assert fast, f"trial {trial}: refused well-formed boxes"

@@ -217,3 +217,28 @@ def test_requests_never_share_a_run_past_the_work_budget(cost: int, runs: int) -
             await batcher.close()
 
     asyncio.run(main())
+
+
+def test_a_lone_request_does_not_wait_for_company_and_concurrent_ones_share_a_run() -> None:
+    """``max_delay`` is spent only while other requests are in flight: nothing else can
+    join a lone caller's request, so it runs at once; requests in flight together share."""
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = Batcher("m/onnx", _double, pool, {"x": True}, max_delay_s=60.0)
+            batcher.start()
+            for i in range(3):  # one caller, one request at a time: no 60 s waits
+                outputs, info = await asyncio.wait_for(
+                    batcher.submit({"x": np.full((1, 1), float(i))}, 1), 10.0
+                )
+                assert outputs["y"].tolist() == [[2.0 * i]] and info.requests == 1
+            assert batcher.runs == 3 and batcher.inflight == 0
+            batcher.max_delay_s = 0.05
+            together = [batcher.submit({"x": np.full((1, 1), float(i))}, 1) for i in range(4)]
+            results = await asyncio.wait_for(asyncio.gather(*together), 10.0)
+            assert [r[0]["y"].tolist() for r in results] == [[[2.0 * i]] for i in range(4)]
+            assert {r[1].requests for r in results} == {4}  # one run for the four
+            assert batcher.runs == 4 and batcher.inflight == 0
+            await batcher.close()
+
+    asyncio.run(main())

@@ -181,7 +181,7 @@ def test_unknown_failures_are_internal_with_a_generic_message(
         raise RuntimeError("secret detail: /srv/models/giou is corrupt")
 
     batcher = server.core.models["giou"].batchers["onnx"]
-    batcher._run_fn = broken
+    batcher._run_fn = batcher._run_inline = broken  # large runs and runs on the loop
     with grpc.insecure_channel(server.address) as channel:
         stub = pb_grpc.ScoringStub(channel)
         with caplog.at_level(logging.ERROR, logger="cvscore.server.status"):

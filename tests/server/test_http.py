@@ -402,7 +402,8 @@ def test_too_large_full_queue_and_internal_errors(small_server, events: Events) 
     def broken(inputs: Any) -> Any:
         raise RuntimeError("secret detail: /srv/models/giou is corrupt")
 
-    server.core.models["giou"].batchers["onnx"]._run_fn = broken
+    batcher = server.core.models["giou"].batchers["onnx"]
+    batcher._run_fn = batcher._run_inline = broken  # large runs and runs on the loop
     status, message = error_of(call(f"{base}/v2/models/giou/infer", body, JSON))
     assert status == 500
     assert message.startswith("Internal error (incident ") and "secret" not in message
