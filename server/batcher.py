@@ -4,8 +4,9 @@ Requests that can share a run are those with the same *group key*: for an input 
 batch axis, its dtype and its non-batch axes (so images of different H, W never meet); for
 an input without one (a shared centre matrix), its dtype and shape. The worker takes the
 oldest request, waits until its group holds ``max_batch_size`` rows or the oldest has
-waited ``max_delay`` seconds (only while other requests are in flight: a lone caller's
-request has no company coming and runs at once), splits the group into runs whose inputs without a batch axis
+waited ``max_delay`` seconds (a *lone* request, one that found nothing in flight and
+nothing arriving in the ``max_delay`` before it, has no company coming and runs at
+once), splits the group into runs whose inputs without a batch axis
 are equal byte for byte, runs each once and slices each request's outputs.
 
 Alignment. The exported graphs give a row the same bits wherever it sits in a batch
@@ -13,7 +14,8 @@ Alignment. The exported graphs give a row the same bits wherever it sits in a ba
 padding. ``align > 1`` still starts every request at a multiple of ``align`` rows (copies of
 its last row pad it), for artifacts made elsewhere. Runs whose work estimate is under
 ``inline_cost`` bytes compute on the loop: a thread hop costs more than they do; a request
-of ``solo_cost`` or more starts its run at once.
+of ``solo_cost`` or more starts its run at once. A request the worker would take alone, at
+once, onto the loop is computed by its own handler, without the queue's future and wake-ups.
 
 Transport-free: nothing here knows about gRPC; errors are :mod:`server.errors`.
 """
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DeadlineExceededError, NotReadyError, QueueFullError
-from .grouping import BatchInfo, Request, RunInfo, group_key, partition
+from .grouping import BatchInfo, Request, RunInfo, concatenate, group_key, partition, split
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ class Batcher:
         self.run_hooks: list[Callable[[RunInfo], None]] = []  # after each run, in its thread
         self.runs = 0
         self.inflight = 0  # submitted and not yet answered, queued or running
+        self._last_arrival = -float("inf")
         self._queue: collections.deque[Request] = collections.deque()
         self._wake = asyncio.Event()
         self._open = asyncio.Event()  # cleared by pause(): a test hook to hold the queue
@@ -160,14 +163,21 @@ class Batcher:
                 f"The queue of `{self.label}` is full ({self.max_queue_size} requests "
                 "waiting); retry later"
             )
+        now = loop.time()
+        # a lone request: nothing in flight and nothing arrived within max_delay before it
+        lone = self.inflight == 0 and now - self._last_arrival >= self.max_delay_s
+        self._last_arrival = now
+        if self._runs_now(rows, cost, lone):
+            return self._run_now(inputs, rows, deadline, now)
         request = Request(
             inputs=inputs,
             rows=rows,
             key=group_key(inputs, self._batched) if self._batched else (),
             future=loop.create_future(),
-            arrival=loop.time(),
+            arrival=now,
             deadline=deadline,
             cost=cost,
+            lone=lone,
         )
         self._queue.append(request)
         self.inflight += 1
@@ -186,6 +196,43 @@ class Batcher:
             self.inflight -= 1
             if timer is not None:
                 timer.cancel()
+
+    def _runs_now(self, rows: int, cost: int, lone: bool) -> bool:
+        """Whether the worker would take it alone, at once, onto the loop: then its handler
+        computes it, without the queue's future and wake-ups."""
+        return (
+            cost < self.inline_cost
+            and not self._queue
+            and self._idle.is_set()  # the worker is not in a run (one off the loop)
+            and self._open.is_set()
+            and (
+                not self.splittable or rows >= self.max_batch_size or self.max_delay_s == 0 or lone
+            )
+        )
+
+    def _run_now(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        rows: int,
+        deadline: float | None,
+        now: float,
+    ) -> tuple[dict[str, np.ndarray], BatchInfo]:
+        if deadline is not None and deadline <= now:
+            raise DeadlineExceededError(f"The deadline passed before `{self.label}` ran it")
+        loop = asyncio.get_running_loop()
+        request = Request(inputs, rows, (), loop.create_future(), now)
+        if self.hooks:
+            self._notify("queued", request)
+        queued = loop.time() - now  # microseconds: the hooks above
+        [(_, result, info)] = self._compute([request], self._run_inline)
+        if isinstance(result, BaseException):
+            raise result
+        assert info is not None
+        answer = (result, BatchInfo(queued, info.compute_s, 1, info.rows))
+        request.future.set_result(answer)  # what the hooks read, as for a queued request
+        if self.hooks:
+            self._notify("ran", request)
+        return answer
 
     def _expire(self, request: Request) -> None:
         """The deadline passed before the request's run finished."""
@@ -216,9 +263,6 @@ class Batcher:
                 log.exception("batcher hook failed")
 
     # -- worker -------------------------------------------------------------------------
-    def _rows_for(self, key: tuple[Any, ...]) -> int:
-        return sum(r.rows for r in self._queue if r.key == key)
-
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -246,8 +290,8 @@ class Batcher:
             and self._open.is_set()
             and not head.future.done()
             and self.splittable
-            and self.inflight > 1  # no other request in flight: no company is coming
-            and self._rows_for(head.key) < self.max_batch_size
+            and not head.lone  # no company is coming
+            and sum(r.rows for r in self._queue if r.key == head.key) < self.max_batch_size
             and not (self.solo_cost and head.cost >= self.solo_cost)
             and loop.time() < due
         ):
@@ -327,13 +371,16 @@ class Batcher:
     def _run_one(self, run: list[Request], fn: RunFn) -> list[Outcome]:
         try:
             t0 = time.perf_counter()
-            inputs, offsets, rows = self._concatenate(run)
+            align = self.align if self.splittable else 1
+            inputs, offsets, rows = concatenate(run, self._batched, align)
             t1 = time.perf_counter()
             outputs = fn(inputs)
             t2 = time.perf_counter()
             compute = t2 - t1
             self.runs += 1
-            parts = self._split(outputs, offsets, rows)
+            parts = (
+                split(outputs, offsets, rows, self.label) if self.splittable else [dict(outputs)]
+            )
         except Exception as exc:
             if len(run) > 1:
                 # One bad request must not fail the others: run each on its own.
@@ -350,46 +397,3 @@ class Batcher:
             for hook in self.run_hooks:
                 hook(ran)
         return [(r, part, info) for r, part in zip(run, parts, strict=True)]
-
-    def _concatenate(
-        self, batch: list[Request]
-    ) -> tuple[dict[str, np.ndarray], list[tuple[int, int]], int]:
-        """Inputs of the run, each request's (offset, rows), and the rows computed."""
-        align = self.align if self.splittable else 1
-        offsets = []
-        pos = 0
-        for request in batch:
-            offsets.append((pos, request.rows))
-            pos += request.rows + (-request.rows) % align
-        if len(batch) == 1 and pos == batch[0].rows:
-            return dict(batch[0].inputs), offsets, pos
-        inputs: dict[str, np.ndarray] = {}
-        for name in batch[0].inputs:
-            if not self._batched.get(name, True):
-                inputs[name] = batch[0].inputs[name]
-                continue
-            pieces = []
-            for request in batch:
-                array = request.inputs[name]
-                pieces.append(array)
-                pad = (-request.rows) % align
-                if pad and request.rows:
-                    pieces.append(np.repeat(array[-1:], pad, axis=0))  # copies of the last row
-            inputs[name] = np.concatenate(pieces, axis=0)
-        return inputs, offsets, pos
-
-    def _split(
-        self, outputs: Mapping[str, np.ndarray], offsets: list[tuple[int, int]], rows: int
-    ) -> list[dict[str, np.ndarray]]:
-        if not self.splittable:
-            return [dict(outputs)]
-        for name, value in outputs.items():
-            if value.ndim == 0 or value.shape[0] != rows:
-                raise RuntimeError(
-                    f"{self.label}: output `{name}` has shape {list(value.shape)}, "
-                    f"expected {rows} rows"
-                )
-        return [
-            {name: value[start : start + n] for name, value in outputs.items()}
-            for start, n in offsets
-        ]

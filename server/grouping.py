@@ -46,6 +46,7 @@ class Request:
     arrival: float
     deadline: float | None = None
     cost: int = 0  # admission's work estimate in bytes
+    lone: bool = False  # nothing in flight or arriving within max_delay before it
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -90,3 +91,45 @@ def partition(batch: list[Request], shared: list[str]) -> list[list[Request]]:
         else:
             runs.append([request])
     return runs
+
+
+def concatenate(
+    batch: list[Request], batched: Mapping[str, bool], align: int = 1
+) -> tuple[dict[str, np.ndarray], list[tuple[int, int]], int]:
+    """Inputs of one run, each request's (offset, rows), and the rows computed: each request
+    starts at a multiple of ``align`` rows, padded with copies of its last row."""
+    offsets = []
+    pos = 0
+    for request in batch:
+        offsets.append((pos, request.rows))
+        pos += request.rows + (-request.rows) % align
+    if len(batch) == 1 and pos == batch[0].rows:
+        return dict(batch[0].inputs), offsets, pos
+    inputs: dict[str, np.ndarray] = {}
+    for name in batch[0].inputs:
+        if not batched.get(name, True):
+            inputs[name] = batch[0].inputs[name]
+            continue
+        pieces = []
+        for request in batch:
+            array = request.inputs[name]
+            pieces.append(array)
+            pad = (-request.rows) % align
+            if pad and request.rows:
+                pieces.append(np.repeat(array[-1:], pad, axis=0))  # copies of the last row
+        inputs[name] = np.concatenate(pieces, axis=0)
+    return inputs, offsets, pos
+
+
+def split(
+    outputs: Mapping[str, np.ndarray], offsets: list[tuple[int, int]], rows: int, label: str
+) -> list[dict[str, np.ndarray]]:
+    """Each request's rows of a run's outputs (views)."""
+    for name, value in outputs.items():
+        if value.ndim == 0 or value.shape[0] != rows:
+            raise RuntimeError(
+                f"{label}: output `{name}` has shape {list(value.shape)}, expected {rows} rows"
+            )
+    return [
+        {name: value[start : start + n] for name, value in outputs.items()} for start, n in offsets
+    ]

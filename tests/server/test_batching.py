@@ -220,25 +220,28 @@ def test_requests_never_share_a_run_past_the_work_budget(cost: int, runs: int) -
 
 
 def test_a_lone_request_does_not_wait_for_company_and_concurrent_ones_share_a_run() -> None:
-    """``max_delay`` is spent only while other requests are in flight: nothing else can
-    join a lone caller's request, so it runs at once; requests in flight together share."""
+    """``max_delay`` is spent only when company may come: a request that finds nothing in
+    flight and follows the one before by more than ``max_delay`` runs at once; requests in
+    flight together share a run; one close behind another waits for company as before."""
 
     async def main() -> None:
         with ThreadPoolExecutor(1) as pool:
-            batcher = Batcher("m/onnx", _double, pool, {"x": True}, max_delay_s=60.0)
+            batcher = Batcher("m/onnx", _double, pool, {"x": True}, max_delay_s=1.0)
             batcher.start()
-            for i in range(3):  # one caller, one request at a time: no 60 s waits
+            for i in range(2):  # one caller, more than max_delay apart: no 1 s waits
+                if i:
+                    await asyncio.sleep(1.05)
                 outputs, info = await asyncio.wait_for(
-                    batcher.submit({"x": np.full((1, 1), float(i))}, 1), 10.0
+                    batcher.submit({"x": np.full((1, 1), float(i))}, 1), 0.8
                 )
                 assert outputs["y"].tolist() == [[2.0 * i]] and info.requests == 1
-            assert batcher.runs == 3 and batcher.inflight == 0
+            assert batcher.runs == 2 and batcher.inflight == 0
             batcher.max_delay_s = 0.05
             together = [batcher.submit({"x": np.full((1, 1), float(i))}, 1) for i in range(4)]
             results = await asyncio.wait_for(asyncio.gather(*together), 10.0)
             assert [r[0]["y"].tolist() for r in results] == [[[2.0 * i]] for i in range(4)]
             assert {r[1].requests for r in results} == {4}  # one run for the four
-            assert batcher.runs == 4 and batcher.inflight == 0
+            assert batcher.runs == 3 and batcher.inflight == 0
             await batcher.close()
 
     asyncio.run(main())

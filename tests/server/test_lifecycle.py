@@ -79,7 +79,8 @@ def processes():
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(small_repo: Path, processes) -> None:
-    # A 60 s batching delay: the request stays queued until the shutdown drains the queue.
+    # A 60 s batching delay: a request close behind another stays queued until the shutdown
+    # drains the queue (the first one is lone, no company coming, and runs at once).
     server = processes(
         small_repo, "--models", "l1", "--runtime", "onnx",
         "--max-queue-delay-us", "60000000", "--log-level", "debug",
@@ -87,6 +88,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(small_repo: Path, process
     address = server.address()
     preds = np.arange(8, dtype=np.float32).reshape(2, 4)
     with Client(address, timeout=120) as client, ThreadPoolExecutor(1) as pool:
+        assert client.score("l1", preds=preds, target=preds + 1).scores.tolist() == [1.0, 1.0]
         pending = pool.submit(client.score, "l1", preds=preds, target=preds + 2)
         server.wait_line(server.lines, "l1/onnx: queued 2 rows")
         server.proc.send_signal(signal.SIGTERM)
