@@ -5,17 +5,19 @@ batch axis, its dtype and its non-batch axes (so images of different H, W never 
 an input without one (a shared centre matrix), its dtype and shape. The worker takes the
 oldest request, waits until its group holds ``max_batch_size`` rows or the oldest has
 waited ``max_delay`` seconds (a *lone* request, one that found nothing in flight and
-nothing arriving in the ``max_delay`` before it, has no company coming and runs at
-once), splits the group into runs whose inputs without a batch axis
-are equal byte for byte, runs each once and slices each request's outputs.
+came ``LONE_GAPS`` delays or more after the one before, has no company coming and does not
+wait; requests queued with it in the same loop iteration still join its run), splits the group
+into runs whose inputs without a batch axis are equal byte for byte, runs each once and
+slices each request's outputs.
 
 Alignment. The exported graphs give a row the same bits wherever it sits in a batch
 (``exporters/invariance.py``; ``tests/test_invariance.py``), so requests are packed with no
 padding. ``align > 1`` still starts every request at a multiple of ``align`` rows (copies of
 its last row pad it), for artifacts made elsewhere. Runs whose work estimate is under
 ``inline_cost`` bytes compute on the loop: a thread hop costs more than they do; a request
-of ``solo_cost`` or more starts its run at once. A request the worker would take alone, at
-once, onto the loop is computed by its own handler, without the queue's future and wake-ups.
+of ``solo_cost`` or more starts its run at once. A request that cannot share a run (as many
+rows as ``max_batch_size``) and would compute on the loop is computed by its own handler,
+without the queue's future and wake-ups.
 
 Transport-free: nothing here knows about gRPC; errors are :mod:`server.errors`.
 """
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 # the event loop (the hop to a thread costs more); a run of SOLO_BYTES does not wait for company.
 INLINE_BYTES = 1 << 20
 SOLO_BYTES = 16 << 20
+LONE_GAPS = 10
 RunFn = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 Hook = Callable[[str, "Request"], None]
 # what a run gives one request: its outputs (or the error) and the run's BatchInfo
@@ -88,7 +91,7 @@ class Batcher:
         self.run_hooks: list[Callable[[RunInfo], None]] = []  # after each run, in its thread
         self.runs = 0
         self.inflight = 0  # submitted and not yet answered, queued or running
-        self._last_arrival = -float("inf")
+        self._last_arrival = -float("inf")  # of the last submit
         self._queue: collections.deque[Request] = collections.deque()
         self._wake = asyncio.Event()
         self._open = asyncio.Event()  # cleared by pause(): a test hook to hold the queue
@@ -164,10 +167,10 @@ class Batcher:
                 "waiting); retry later"
             )
         now = loop.time()
-        # a lone request: nothing in flight and nothing arrived within max_delay before it
-        lone = self.inflight == 0 and now - self._last_arrival >= self.max_delay_s
+        # lone: at the last arrival's pace, under one wait in LONE_GAPS would see company
+        lone = self.inflight == 0 and now - self._last_arrival >= LONE_GAPS * self.max_delay_s
         self._last_arrival = now
-        if self._runs_now(rows, cost, lone):
+        if self._runs_now(rows, cost):
             return self._run_now(inputs, rows, deadline, now)
         request = Request(
             inputs=inputs,
@@ -184,8 +187,7 @@ class Batcher:
         log.debug("%s: queued %d rows (%d waiting)", self.label, rows, len(self._queue))
         if self.hooks:
             self._notify("queued", request)
-        self._wake.set()
-        # No wait_for / shield tasks per request: a timer handle expires the future.
+        self._wake.set()  # no wait_for / shield per request: a timer handle expires it
         timer = None if deadline is None else loop.call_at(deadline, self._expire, request)
         try:
             return await request.future
@@ -197,17 +199,15 @@ class Batcher:
             if timer is not None:
                 timer.cancel()
 
-    def _runs_now(self, rows: int, cost: int, lone: bool) -> bool:
-        """Whether the worker would take it alone, at once, onto the loop: then its handler
+    def _runs_now(self, rows: int, cost: int) -> bool:
+        """Whether the worker would run it alone, at once, on the loop: then its handler
         computes it, without the queue's future and wake-ups."""
         return (
             cost < self.inline_cost
             and not self._queue
             and self._idle.is_set()  # the worker is not in a run (one off the loop)
             and self._open.is_set()
-            and (
-                not self.splittable or rows >= self.max_batch_size or self.max_delay_s == 0 or lone
-            )
+            and (not self.splittable or rows >= self.max_batch_size)  # it cannot share
         )
 
     def _run_now(

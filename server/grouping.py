@@ -46,7 +46,7 @@ class Request:
     arrival: float
     deadline: float | None = None
     cost: int = 0  # admission's work estimate in bytes
-    lone: bool = False  # nothing in flight or arriving within max_delay before it
+    lone: bool = False  # nothing in flight, and long after the request before (batcher.py)
     meta: dict[str, Any] = field(default_factory=dict)
 
 

@@ -221,27 +221,30 @@ def test_requests_never_share_a_run_past_the_work_budget(cost: int, runs: int) -
 
 def test_a_lone_request_does_not_wait_for_company_and_concurrent_ones_share_a_run() -> None:
     """``max_delay`` is spent only when company may come: a request that finds nothing in
-    flight and follows the one before by more than ``max_delay`` runs at once; requests in
+    flight and follows the one before by ``LONE_GAPS`` delays runs at once; requests in
     flight together share a run; one close behind another waits for company as before."""
 
     async def main() -> None:
         with ThreadPoolExecutor(1) as pool:
-            batcher = Batcher("m/onnx", _double, pool, {"x": True}, max_delay_s=1.0)
+            batcher = Batcher("m/onnx", _double, pool, {"x": True}, max_delay_s=60.0)
             batcher.start()
-            for i in range(2):  # one caller, more than max_delay apart: no 1 s waits
-                if i:
-                    await asyncio.sleep(1.05)
+            for i in range(2):  # one caller, ten minutes apart (as if): no 60 s waits
+                batcher._last_arrival -= 600.0
                 outputs, info = await asyncio.wait_for(
                     batcher.submit({"x": np.full((1, 1), float(i))}, 1), 0.8
                 )
                 assert outputs["y"].tolist() == [[2.0 * i]] and info.requests == 1
             assert batcher.runs == 2 and batcher.inflight == 0
             batcher.max_delay_s = 0.05
+            batcher._last_arrival -= 600.0
             together = [batcher.submit({"x": np.full((1, 1), float(i))}, 1) for i in range(4)]
             results = await asyncio.wait_for(asyncio.gather(*together), 10.0)
             assert [r[0]["y"].tolist() for r in results] == [[[2.0 * i]] for i in range(4)]
             assert {r[1].requests for r in results} == {4}  # one run for the four
             assert batcher.runs == 3 and batcher.inflight == 0
+            close_behind = batcher.submit({"x": np.ones((1, 1))}, 1)  # within 10 x 50 ms
+            _, info = await asyncio.wait_for(close_behind, 10.0)
+            assert info.queue_s >= 0.05  # it waited out max_delay for company
             await batcher.close()
 
     asyncio.run(main())
