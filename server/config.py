@@ -40,6 +40,7 @@ class ServerConfig:
     threads: int = 2  # compute threads per process
     workers: int = 1  # server processes sharing the ports (server/workers.py)
     worker_index: int | None = None  # set in each process of --workers N
+    onnx_threads: int = 0  # ONNX Runtime intra-op threads; 0: every core (workers share them)
     grace_s: float = 30.0
     # security (see server/security.py)
     tls_cert: Path | None = None
@@ -76,6 +77,7 @@ class ServerConfig:
             max_queue_size=self.max_queue_size,
             align=self.align,
             threads=self.threads,
+            runtime_threads=self.onnx_threads,
             limits=Limits.from_mb(self.max_request_mb, self.max_work_mb),
         )
 

@@ -126,7 +126,9 @@ def load(repo: Path, name: str, runtime: str, device: str = "cpu", verify: bool 
     return check(repo, name, runtime, verify)(device)
 
 
-def check(repo: Path, name: str, runtime: str, verify: bool = True) -> Callable[[str], Runtime]:
+def check(
+    repo: Path, name: str, runtime: str, verify: bool = True, threads: int = 0
+) -> Callable[[str], Runtime]:
     """Check an artifact against its manifest now; return what loads it (later, on a device).
 
     The check is cheap (a sha256); loading is what takes seconds, so the server checks every
@@ -154,7 +156,7 @@ def check(repo: Path, name: str, runtime: str, verify: bool = True) -> Callable[
 
     def open_on(device: str) -> Runtime:
         if runtime == "onnx":
-            return OnnxRuntime(path, device)
+            return OnnxRuntime(path, device, threads)
         return TorchRuntime(path, runtime, outputs, device)
 
     return open_on

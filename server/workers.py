@@ -130,6 +130,8 @@ def main(
     try:
         context = multiprocessing.get_context("spawn")
         ready = context.Queue()
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ()
+        share = max(1, (len(usable) or os.cpu_count() or 1) // config.workers)
         for index in range(config.workers):
             metrics = config.metrics_port
             worker_config = dataclasses.replace(
@@ -139,6 +141,7 @@ def main(
                 export_missing=False,
                 workers=1,
                 worker_index=index,
+                onnx_threads=config.onnx_threads or share,  # the cores, shared out
             )
             process = context.Process(
                 target=_worker,

@@ -127,3 +127,20 @@ def _running(pid: int) -> bool:
             return f.read().split()[2] != "Z"  # a zombie has exited
     except FileNotFoundError:
         return False
+
+
+def test_onnx_sessions_take_the_threads_they_are_given(zoo_repo: Path) -> None:
+    """`--workers N` shares the cores out: each worker's pooled ONNX sessions take
+    ``onnx_threads`` intra-op threads (the parent sets cores / N), the inline one takes 1."""
+    from cvscore.server import runtimes
+    from cvscore.server.config import ServerConfig
+
+    config = ServerConfig(repository=zoo_repo, onnx_threads=3)
+    assert config.core_options().runtime_threads == 3
+    assert ServerConfig(repository=zoo_repo).core_options().runtime_threads == 0
+    model = runtimes.check(zoo_repo, "l1", "onnx", threads=3)("cpu")
+    assert isinstance(model, runtimes.OnnxRuntime)
+    assert model._session.get_session_options().intra_op_num_threads == 3
+    x = np.ones((2, 4), np.float32)
+    assert model.run_inline({"preds": x, "target": x})["score"].tolist() == [0.0, 0.0]
+    assert model._single.get_session_options().intra_op_num_threads == 1
