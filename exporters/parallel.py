@@ -54,6 +54,11 @@ def default_jobs() -> int:
         if jobs < 1:
             raise ValueError(f"Expected ${JOBS_ENV} to be a positive integer, got {jobs}")
         return jobs
+    return usable_cores()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS has one)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux

@@ -47,5 +47,10 @@ def tune() -> bool:
     mallopt.restype = ctypes.c_int
     ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
     ok = bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and ok
-    log.debug("malloc thresholds: mmap %d MiB, trim %d MiB (%s)", 64, 256, ok)
+    log.debug(
+        "malloc thresholds: mmap %d MiB, trim %d MiB (%s)",
+        MMAP_THRESHOLD >> 20,
+        TRIM_THRESHOLD >> 20,
+        ok,
+    )
     return ok

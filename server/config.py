@@ -77,7 +77,7 @@ class ServerConfig:
             max_queue_size=self.max_queue_size,
             align=self.align,
             threads=self.threads,
-            runtime_threads=self.onnx_threads,
+            onnx_threads=self.onnx_threads,
             limits=Limits.from_mb(self.max_request_mb, self.max_work_mb),
         )
 

@@ -42,7 +42,7 @@ class CoreOptions:
     max_queue_size: int = 256
     align: int = 1
     threads: int = 2  # compute threads of the core's executor
-    runtime_threads: int = 0  # intra-op threads of a pooled ONNX session; 0: every core
+    onnx_threads: int = 0  # intra-op threads of a pooled ONNX session; 0: every core
     warmup: bool = True
     # load only the default runtime at start-up, the others on first use (fast start)
     lazy: bool = True
@@ -159,7 +159,7 @@ def load_model(repository: Path, name: str, options: CoreOptions, device: str) -
             model.failures[kind] = "not exported"
             continue
         try:  # every artifact is checked now; only the first that loads is loaded now
-            opener = runtimes.check(repository, name, kind, options.verify, options.runtime_threads)
+            opener = runtimes.check(repository, name, kind, options.verify, options.onnx_threads)
         except runtimes.ArtifactError as exc:  # tampered, truncated or missing
             log.error("model %s: refusing the %s artifact: %s", name, kind, exc)
             model.failures[kind] = str(exc)

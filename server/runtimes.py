@@ -87,14 +87,10 @@ class OnnxRuntime:
 
         self.name = "onnx"
         self._path = path
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
         providers = ["CPUExecutionProvider"]
         if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
-        self._session = ort.InferenceSession(str(path), options, providers=providers)
+        self._session = _onnx_session(path, threads, providers)
         self.device = "cuda" if self._session.get_providers()[0].startswith("CUDA") else "cpu"
         self.output_names = [o.name for o in self._session.get_outputs()]
         self._single: Any = None
@@ -108,17 +104,20 @@ class OnnxRuntime:
         if self.device != "cpu":
             return self.run(inputs)
         if self._single is None:
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
-            self._single = ort.InferenceSession(
-                str(self._path), options, providers=["CPUExecutionProvider"]
-            )
+            self._single = _onnx_session(self._path, 1, ["CPUExecutionProvider"])
         outs = self._single.run(self.output_names, dict(inputs))
         return dict(zip(self.output_names, outs, strict=True))
+
+
+def _onnx_session(path: Path, threads: int, providers: list[str]) -> Any:
+    """An ONNX Runtime session, quiet, with ``threads`` intra-op threads (0: its default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=providers)
 
 
 def load(repo: Path, name: str, runtime: str, device: str = "cpu", verify: bool = True) -> Runtime:

@@ -32,6 +32,7 @@ import time
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from ..exporters.parallel import usable_cores
 from .config import ServerConfig
 
 log = logging.getLogger("cvscore.server.workers")
@@ -130,8 +131,7 @@ def main(
     try:
         context = multiprocessing.get_context("spawn")
         ready = context.Queue()
-        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ()
-        share = max(1, (len(usable) or os.cpu_count() or 1) // config.workers)
+        share = max(1, usable_cores() // config.workers)
         for index in range(config.workers):
             metrics = config.metrics_port
             worker_config = dataclasses.replace(

@@ -29,6 +29,15 @@ def _splittable() -> list[str]:
     return [s.name for s in registry.specs() if all(o.batched for o in s.outputs)]
 
 
+def _regimes(spec: registry.MetricSpec, seed: int):
+    """(regime, canonical numpy inputs of N rows) for typical and, where it has them, extreme."""
+    for regime in ("typical", "extreme"):
+        if regime not in ("typical", *spec.regimes):
+            continue
+        generated = spec.make_inputs(torch.Generator().manual_seed(seed), {"N": N}, regime=regime)
+        yield regime, {k: v.numpy() for k, v in spec.canonical(generated).items()}
+
+
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("name", _splittable())
 def test_a_row_scores_the_same_bits_in_any_batch(zoo_repo: Path, name: str, runtime: str) -> None:
@@ -37,11 +46,7 @@ def test_a_row_scores_the_same_bits_in_any_batch(zoo_repo: Path, name: str, runt
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = runtimes.load(zoo_repo, name, runtime)
-    for regime in ("typical", "extreme"):
-        if regime not in ("typical", *spec.regimes):
-            continue
-        generated = spec.make_inputs(torch.Generator().manual_seed(7), {"N": N}, regime=regime)
-        inputs = {k: v.numpy() for k, v in spec.canonical(generated).items()}
+    for regime, inputs in _regimes(spec, 7):
         full = model.run(inputs)
         for a, b in CUTS:
             part = model.run({k: v[a:b] if batched[k] else v for k, v in inputs.items()})
@@ -61,11 +66,7 @@ def test_the_inline_session_scores_the_same_bits_as_the_pooled_one(
     batched = {t.name: t.batched for t in spec.inputs}
     model = runtimes.load(zoo_repo, name, "onnx")
     assert isinstance(model, runtimes.OnnxRuntime)
-    for regime in ("typical", "extreme"):
-        if regime not in ("typical", *spec.regimes):
-            continue
-        generated = spec.make_inputs(torch.Generator().manual_seed(8), {"N": N}, regime=regime)
-        inputs = {k: v.numpy() for k, v in spec.canonical(generated).items()}
+    for regime, inputs in _regimes(spec, 8):
         pooled = model.run(inputs)
         single = model.run_inline(inputs)
         for key, value in pooled.items():

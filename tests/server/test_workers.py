@@ -136,8 +136,8 @@ def test_onnx_sessions_take_the_threads_they_are_given(zoo_repo: Path) -> None:
     from cvscore.server.config import ServerConfig
 
     config = ServerConfig(repository=zoo_repo, onnx_threads=3)
-    assert config.core_options().runtime_threads == 3
-    assert ServerConfig(repository=zoo_repo).core_options().runtime_threads == 0
+    assert config.core_options().onnx_threads == 3
+    assert ServerConfig(repository=zoo_repo).core_options().onnx_threads == 0
     model = runtimes.check(zoo_repo, "l1", "onnx", threads=3)("cpu")
     assert isinstance(model, runtimes.OnnxRuntime)
     assert model._session.get_session_options().intra_op_num_threads == 3
