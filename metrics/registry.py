@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -147,6 +148,10 @@ class MetricSpec:
     # it against its work budget before running a request (server/admission.py); the
     # figures are calibrated against measured peaks by bench/work.py.
     work: Callable[[Mapping[str, int], Mapping[str, Any]], int] | None = None
+    # A fast test of the same domain on host numpy arrays (the server's decoded inputs) and
+    # the resolved params: True only when ``validate`` would pass, so the server skips it;
+    # False says nothing (``validate`` then runs and names what is wrong, or passes).
+    host_check: Callable[[Mapping[str, Any], Mapping[str, np.ndarray]], bool] | None = None
 
     # -- parameters ---------------------------------------------------------------------
     def defaults(self) -> dict[str, Any]:

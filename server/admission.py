@@ -133,10 +133,12 @@ class Plan:
         self.min_sizes: dict[str, int] = dict(spec.min_sizes) if spec is not None else {}
         # the domain checks, with the parameters resolved once (they do not change)
         self.validate: Callable[[Mapping[str, Any], Mapping[str, Any]], None] | None = None
+        self.host_check: Callable[[Mapping[str, Any], Mapping[str, Any]], bool] | None = None
         self.resolved: dict[str, Any] = {}
         self._s_per_byte: float | None = None  # what prepare() took lately, per request byte
         if spec is not None and spec.validate is not None:
             self.validate = spec.validate
+            self.host_check = spec.host_check
             self.resolved = dict(spec.resolve_params(self.params))
         # (input, dtype, leading axes kept) for inputs that reach the graph reshaped / cast
         self.targets = {
@@ -207,7 +209,9 @@ class Plan:
         """Decode admitted inputs, run the domain checks, reshape and cast for the graph."""
         start = time.perf_counter()
         arrays = decode(inputs)
-        if self.validate is not None:
+        if self.validate is not None and not (
+            self.host_check is not None and self.host_check(self.resolved, arrays)
+        ):  # the spec's numpy test passed them, or its torch checks decide
             import torch
 
             tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}

@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..v1 import scoring_pb2, scoring_pb2_grpc
-from . import allocator, security
+from . import allocator, eventloop, security
 from .config import ServerConfig
 from .control import ModelControl
 from .core import Model, ScoringCore
@@ -291,7 +291,7 @@ def main(config: ServerConfig, progress: bool = True) -> int:
 
         await serve(config, stop, announce)
 
-    asyncio.run(run())
+    eventloop.run(run())
     return 0
 
 

@@ -90,6 +90,7 @@ class KServeServicer:
     def __init__(self, plane: DataPlane, messages: Messages) -> None:
         self.plane = plane
         self.m = messages
+        self._infer_response = messages.ModelInferResponse  # built once: used per request
 
     # -- registration -------------------------------------------------------------------
     def handler(self) -> grpc.GenericRpcHandler:
@@ -117,7 +118,10 @@ class KServeServicer:
         in shared memory, in order) or in each input's typed ``contents``, never two of them.
         """
         raw = raw_contents(request)
-        refs = [tensor_ref(t.parameters, f"Input `{shown(t.name)}`") for t in request.inputs]
+        refs = [
+            tensor_ref(t.parameters, f"Input `{shown(t.name)}`") if t.parameters else None
+            for t in request.inputs
+        ]
         plain = sum(ref is None for ref in refs)
         if raw and len(raw) != plain:
             which = "input" if plain == len(refs) else "input not in shared memory"
@@ -127,27 +131,26 @@ class KServeServicer:
         declared: dict[str, tensors.WireTensor] = {}
         pending = iter(raw)
         for t, ref in zip(request.inputs, refs, strict=True):
-            name = shown(t.name)
             if t.name in declared:
-                raise InvalidInputError(f"Input `{name}` appears more than once")
+                raise InvalidInputError(f"Input `{shown(t.name)}` appears more than once")
             dtype = KSERVE_DTYPES.get(t.datatype)
             if dtype is None:
                 raise InvalidInputError(
-                    f"Expected `{name}` to have a datatype in {sorted(KSERVE_DTYPES)}, "
+                    f"Expected `{shown(t.name)}` to have a datatype in {sorted(KSERVE_DTYPES)}, "
                     f"got {shown(t.datatype)!r}"
                 )
-            typed = [f.name for f, _ in t.contents.ListFields()]
+            typed = [f.name for f, _ in t.contents.ListFields()] if t.HasField("contents") else []
             if ref is not None or raw:
                 if typed:
                     where = "shared memory" if ref is not None else "raw_input_contents"
                     raise InvalidInputError(
-                        f"Input `{name}` has data in {where} and in contents "
+                        f"Input `{shown(t.name)}` has data in {where} and in contents "
                         f"({', '.join(typed)}); send one or the other"
                     )
                 data: bytes | memoryview
                 if ref is not None:
                     region, offset, size = ref
-                    data = lease.view(region, offset, size, f"Input `{name}`")
+                    data = lease.view(region, offset, size, f"Input `{shown(t.name)}`")
                 else:
                     data = next(pending)
                 declared[t.name] = tensors.WireTensor(t.name, dtype, tuple(t.shape), data)
@@ -155,13 +158,13 @@ class KServeServicer:
             field = CONTENTS.get(t.datatype)
             if field is None:
                 raise InvalidInputError(
-                    f"Expected `{name}` ({t.datatype}) in raw_input_contents: "
+                    f"Expected `{shown(t.name)}` ({t.datatype}) in raw_input_contents: "
                     "it has no typed contents field"
                 )
             others = [f for f in typed if f != field]
             if others:
                 raise InvalidInputError(
-                    f"Expected the data of `{name}` ({t.datatype}) in contents.{field}, "
+                    f"Expected the data of `{shown(t.name)}` ({t.datatype}) in contents.{field}, "
                     f"got {', '.join(others)}"
                 )
             values = getattr(t.contents, field)
@@ -245,7 +248,7 @@ class KServeServicer:
                 runtime=runtime,
                 deadline=deadline_of(context),
             )
-            response = self.m.ModelInferResponse(
+            response = self._infer_response(
                 model_name=done.model.name, model_version=done.version, id=request.id
             )
             inline = len(placed) < len(done.outputs)

@@ -28,9 +28,8 @@ import logging
 import mmap
 import os
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -198,22 +197,20 @@ class SharedMemoryRegistry:
         self.unregister()
 
     # -- requests ---------------------------------------------------------------------------
-    @contextmanager
-    def lease(self) -> Iterator[Lease]:
-        """The regions one request uses, held until the request is answered."""
-        lease = Lease(self)
-        try:
-            yield lease
-        finally:
-            lease.release()
+    def lease(self) -> Lease:
+        """The regions one request uses, held until the request is answered (``with``)."""
+        return Lease(self)
 
 
-@dataclass
 class Lease:
-    """Views on registered regions for one request; :meth:`release` ends the request's use."""
+    """Views on registered regions for one request; :meth:`release` (or leaving its
+    ``with``) ends the request's use."""
 
-    registry: SharedMemoryRegistry
-    held: dict[str, Region] = field(default_factory=dict)
+    __slots__ = ("held", "registry")
+
+    def __init__(self, registry: SharedMemoryRegistry) -> None:
+        self.registry = registry
+        self.held: dict[str, Region] = {}
 
     def _region(self, name: str, what: str) -> Region:
         region = self.held.get(name)
@@ -251,7 +248,15 @@ class Lease:
         view = memoryview(region.mapping)[start : start + byte_size]
         return view if writable else view.toreadonly()
 
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
     def release(self) -> None:
+        if not self.held:
+            return
         with self.registry._lock:
             for region in self.held.values():
                 region.users -= 1

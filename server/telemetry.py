@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import logging
 import re
 import time
@@ -31,6 +32,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from ..wire import RUNTIMES
 from . import logs
 from .errors import shown
 from .modelstats import StatisticsCollector
@@ -109,6 +111,27 @@ class Telemetry:
         )
         self._gpu_gauges()
         self._http: WSGIServer | None = None
+        # labelled children by label values: labels() validates and locks on every call
+        self._finished: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+        self._inflight: dict[str, Any] = {}
+
+    def finished(self, method: str, metric: str, runtime: str, code: str) -> tuple[Any, Any]:
+        """The (requests counter, latency histogram) children of one call's labels."""
+        key = (method, metric, runtime, code)
+        children = self._finished.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, metric, runtime, code),
+                self.latency.labels(method, metric),
+            )
+            self._finished[key] = children
+        return children
+
+    def inflight_of(self, method: str) -> Any:
+        gauge = self._inflight.get(method)
+        if gauge is None:
+            gauge = self._inflight[method] = self.inflight.labels(method)
+        return gauge
 
     def _gpu_gauges(self) -> None:
         import torch
@@ -178,7 +201,33 @@ def request_id_of(metadata: Iterable[Any] | None) -> str:
             if _REQUEST_ID_RE.match(text):
                 return text
             break
-    return uuid.uuid4().hex
+    return new_request_id()
+
+
+# A made-up request id: this process's random half and a counter, 32 hex digits like a
+# uuid4's, unique across the workers of one server, for a fraction of uuid4's cost.
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+# Which fields of a request message name its metric and runtime, per message class (a
+# getattr of a field a message lacks raises and catches AttributeError: slow per call).
+_NAME_FIELDS = ("metric", "model_name", "name")
+_FIELDS: dict[type, tuple[tuple[str, ...], bool, bool]] = {}
+
+
+def _fields_of(message: Any) -> tuple[tuple[str, ...], bool, bool]:
+    kind = type(message)
+    known = _FIELDS.get(kind)
+    if known is None:
+        names = tuple(n for n in _NAME_FIELDS if hasattr(message, n))
+        known = (names, hasattr(message, "runtime"), hasattr(message, "parameters"))
+        _FIELDS[kind] = known
+    return known
 
 
 def _field(message: Any, *names: str) -> Any:
@@ -189,13 +238,17 @@ def _field(message: Any, *names: str) -> Any:
     return None
 
 
+_RUNTIME_LABELS = frozenset({"auto", *RUNTIMES})
+
+
 def _runtime_name(value: Any) -> str:
     """A label from a closed set: the server's runtimes, ``auto``, or ``other``."""
-    from .runtimes import RUNTIMES
-    from .servicer import PB_TO_RUNTIME
-
     if value is None:
         return "auto"
+    if isinstance(value, str) and value in _RUNTIME_LABELS:
+        return value
+    from .servicer import PB_TO_RUNTIME
+
     if isinstance(value, str):
         name = value or "auto"
     else:
@@ -223,16 +276,15 @@ class Call:
 
     def saw_request(self, message: Any) -> None:
         if not self.metric:
-            self.metric = str(_field(message, "metric", "model_name", "name") or "")
-            self.runtime = _field(message, "runtime")
-            params = getattr(message, "parameters", None)
-            if self.runtime is None and params is not None and "runtime" in params:
-                self.runtime = params["runtime"].string_param
+            names, has_runtime, has_parameters = _fields_of(message)
+            self.metric = str(_field(message, *names) or "")
+            self.runtime = message.runtime or None if has_runtime else None
+            if self.runtime is None and has_parameters and "runtime" in message.parameters:
+                self.runtime = message.parameters["runtime"].string_param
 
     def saw_response(self, message: Any) -> None:
-        runtime = _field(message, "runtime")
-        if runtime:
-            self.runtime = runtime
+        if _fields_of(message)[1] and message.runtime:
+            self.runtime = message.runtime
 
 
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
@@ -294,7 +346,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     ) -> Any:
         token = logs.request_id.set(call.request_id)
         context.set_trailing_metadata(((REQUEST_ID, call.request_id), *self.worker))
-        inflight = self.telemetry.inflight.labels(call.method) if self.telemetry else None
+        inflight = self.telemetry.inflight_of(call.method) if self.telemetry else None
         if inflight is not None:
             inflight.inc()
         done = False
@@ -339,10 +391,14 @@ def record(telemetry: Telemetry | None, core: ScoringCore, call: Call, code: str
     if runtime in ("", "auto") and model is not None and model.default_runtime:
         runtime = model.default_runtime
     if telemetry is not None:
-        telemetry.requests.labels(call.method, metric, runtime, code).inc()
-        telemetry.latency.labels(call.method, metric).observe(elapsed)
+        requests, latency = telemetry.finished(call.method, metric, runtime, code)
+        requests.inc()
+        latency.observe(elapsed)
+    level = logging.DEBUG if code == "OK" else logging.INFO
+    if not log.isEnabledFor(level):
+        return
     log.log(
-        logging.DEBUG if code == "OK" else logging.INFO,
+        level,
         "%s %s %s %.2f ms",
         call.method,
         _loggable(call.metric),

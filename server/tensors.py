@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,12 +51,13 @@ def check_shape(name: str, shape: Sequence[int]) -> tuple[int, ...]:
     return dims
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class WireTensor:
     """A tensor as a request declares it, not decoded yet: checked before numpy sees it.
 
     ``data`` holds raw little-endian bytes (or a view on a shared memory region), or
-    ``values`` typed values (KServe contents).
+    ``values`` typed values (KServe contents). :meth:`decode` after :meth:`check` does not
+    check again.
     """
 
     name: str
@@ -64,6 +65,9 @@ class WireTensor:
     shape: tuple[int, ...]
     data: bytes | memoryview | None = None
     values: Sequence[Any] | None = None
+    _checked: tuple[np.dtype[Any], tuple[int, ...]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def check(self) -> tuple[int, ...]:
         """The shape, after checking it and the payload's length (allocates nothing)."""
@@ -73,12 +77,17 @@ class WireTensor:
             _check_count(self.name, dims, len(self.values))
         else:
             _check_length(self.name, self.dtype, np_dtype, dims, len(self.data or b""))
+        self._checked = (np_dtype, dims)
         return dims
 
     def decode(self) -> np.ndarray:
+        if self._checked is None:
+            self.check()
+        assert self._checked is not None
+        np_dtype, dims = self._checked
         if self.values is not None:
-            return from_values(self.name, self.dtype, self.shape, self.values)
-        return from_bytes(self.name, self.dtype, self.shape, self.data or b"")
+            return np.asarray(self.values, dtype=np_dtype).reshape(dims)
+        return _array(np_dtype, dims, self.data or b"")
 
 
 def resolve_dtype(name: str, dtype: str) -> np.dtype[Any]:
@@ -115,6 +124,11 @@ def from_bytes(name: str, dtype: str, shape: Sequence[int], data: bytes | memory
     np_dtype = resolve_dtype(name, dtype)
     dims = check_shape(name, shape)
     _check_length(name, dtype, np_dtype, dims, len(data))
+    return _array(np_dtype, dims, data)
+
+
+def _array(np_dtype: np.dtype[Any], dims: tuple[int, ...], data: bytes | memoryview) -> np.ndarray:
+    """The array of checked bytes."""
     if np_dtype == np.bool_:
         # Any non-zero byte is True; normalise so torch and ONNX Runtime see 0/1 only.
         return np.frombuffer(data, dtype=np.uint8).reshape(dims).astype(np.bool_)

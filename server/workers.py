@@ -72,7 +72,7 @@ def _worker(config: ServerConfig, logging_setup: tuple[str, str], ready: Any) ->
     """One worker process: an ordinary server that reports to the parent when ready."""
     import asyncio
 
-    from . import allocator
+    from . import allocator, eventloop
     from .app import Server, serve
     from .logs import configure_logging
 
@@ -91,7 +91,7 @@ def _worker(config: ServerConfig, logging_setup: tuple[str, str], ready: Any) ->
 
         await serve(config, stop, announce)
 
-    asyncio.run(run())
+    eventloop.run(run())
 
 
 def main(

@@ -272,3 +272,27 @@ def test_the_fast_box_check_never_passes_a_bad_box() -> None:
         assert not fast or valid, f"trial {trial}: passed boxes that are not well formed"
         if valid and np.isfinite(b[:, 2:].astype(np.float32) - b[:, :2]).all():
             assert fast, f"trial {trial}: refused well-formed boxes"
+
+
+def test_the_host_check_passes_only_what_validate_passes() -> None:
+    """``host_check`` lets the server skip ``validate``: it may say True only where
+    ``validate`` passes, and must say True for the common well-formed float32 request."""
+    spec = registry.get("giou")
+    params = spec.resolve_params()
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, 100, (32, 2))
+    good = np.concatenate([xy, xy + rng.uniform(0, 9, (32, 2))], 1).astype(np.float32)
+    assert spec.host_check(params, {"preds": good, "target": good})
+    assert spec.host_check(params, {"preds": good[:0], "target": good[:0]})
+    swapped = good.copy()
+    swapped[3, [0, 2]] = swapped[3, [2, 0]] + [1, -1]
+    nan = good.copy()
+    nan[7, 1] = np.nan
+    for bad in (swapped, nan):
+        assert not spec.host_check(params, {"preds": good, "target": bad})
+        with pytest.raises(ValueError, match="target"):
+            spec.validate(params, {"preds": torch.from_numpy(good), "target": torch.from_numpy(bad)})
+    # layouts it does not read say False (validate decides), never True
+    for other in (good.astype(np.float64), np.asfortranarray(good), good[:, :3]):
+        assert not spec.host_check(params, {"preds": other, "target": good})
+    assert not spec.host_check({**params, "eps": 0.0}, {"preds": good, "target": good})
