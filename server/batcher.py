@@ -154,7 +154,7 @@ class Batcher:
     ) -> tuple[dict[str, np.ndarray], BatchInfo]:
         """Queue one request; return its outputs and what its batch looked like.
 
-        ``deadline`` is in ``loop.time()`` seconds. Raises QueueFullError at once when the
+        ``deadline`` is in ``time.monotonic()`` seconds. Raises QueueFullError at once when the
         queue is full, DeadlineExceededError when the deadline passes before the request's
         batch has run.
         """
@@ -166,7 +166,7 @@ class Batcher:
                 f"The queue of `{self.label}` is full ({self.max_queue_size} requests "
                 "waiting); retry later"
             )
-        now = loop.time()
+        now = time.monotonic()
         # lone: at the last arrival's pace, under one wait in LONE_GAPS would see company
         lone = self.inflight == 0 and now - self._last_arrival >= LONE_GAPS * self.max_delay_s
         self._last_arrival = now
@@ -188,7 +188,7 @@ class Batcher:
         if self.hooks:
             self._notify("queued", request)
         self._wake.set()  # no wait_for / shield per request: a timer handle expires it
-        timer = None if deadline is None else loop.call_at(deadline, self._expire, request)
+        timer = None if deadline is None else loop.call_later(deadline - now, self._expire, request)
         try:
             return await request.future
         except asyncio.CancelledError:
@@ -223,7 +223,7 @@ class Batcher:
         request = Request(inputs, rows, (), loop.create_future(), now)
         if self.hooks:
             self._notify("queued", request)
-        queued = loop.time() - now  # microseconds: the hooks above
+        queued = time.monotonic() - now  # microseconds: the hooks above
         [(_, result, info)] = self._compute([request], self._run_inline)
         if isinstance(result, BaseException):
             raise result
@@ -238,7 +238,7 @@ class Batcher:
         """The deadline passed before the request's run finished."""
         if request.future.done():
             return
-        waited = (asyncio.get_running_loop().time() - request.arrival) * 1e3
+        waited = (time.monotonic() - request.arrival) * 1e3
         request.future.set_exception(
             DeadlineExceededError(
                 f"The deadline passed after {waited:.0f} ms waiting for `{self.label}`"
@@ -293,16 +293,16 @@ class Batcher:
             and not head.lone  # no company is coming
             and sum(r.rows for r in self._queue if r.key == head.key) < self.max_batch_size
             and not (self.solo_cost and head.cost >= self.solo_cost)
-            and loop.time() < due
+            and time.monotonic() < due
         ):
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), due - loop.time())
+                await asyncio.wait_for(self._wake.wait(), due - time.monotonic())
             except TimeoutError:
                 break
         if not self._open.is_set() or head.future.done():
             return
-        batch = self._take(head.key, loop.time())
+        batch = self._take(head.key, time.monotonic())
         if batch:
             await self._run(batch, loop)
 
@@ -338,7 +338,7 @@ class Batcher:
         return batch
 
     async def _run(self, batch: list[Request], loop: asyncio.AbstractEventLoop) -> None:
-        start = loop.time()
+        start = time.monotonic()
         try:
             if sum(r.cost for r in batch) < self.inline_cost:
                 outcomes = self._compute(batch, self._run_inline)

@@ -208,7 +208,7 @@ class ScoringCore:
         deadline: float | None = None,
         exact_dtypes: bool = False,
     ) -> ScoreResult:
-        """Score one batch. ``deadline`` is in ``loop.time()`` seconds.
+        """Score one batch. ``deadline`` is in ``time.monotonic()`` seconds.
 
         ``inputs`` are arrays or wire declarations; nothing is decoded before the admission
         check passes. ``exact_dtypes``: refuse a float input of another float dtype rather

@@ -2,8 +2,12 @@
 
 Measured on this project's 2-core machine, giou 1000 pairs from 8 tritonclient callers: a
 minimal grpc.aio scoring server spent 720 µs of CPU per request on asyncio's loop and 655 µs
-on uvloop's, which answered 7-9 % more requests per second (grpc.aio's own per-call
-plumbing, futures and wake-ups, is most of what a loop runs here). ``CVSCORE_EVENT_LOOP=
+on uvloop's; ``cvscore serve`` answered 5-8 % more requests per second on uvloop (grpc.aio's
+per-call plumbing, futures and wake-ups, is much of what a loop runs here).
+
+uvloop's ``loop.time()`` moves in whole milliseconds, so nothing that measures or compares
+sub-millisecond times reads it: the batcher's arrivals, queue times and deadlines are in
+``time.monotonic()`` seconds (what asyncio's ``loop.time()`` returns). ``CVSCORE_EVENT_LOOP=
 asyncio`` keeps asyncio's loop; the in-process :class:`~cvscore.server.app.BackgroundServer`
 of tests and notebooks always runs on it.
 """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -168,11 +167,12 @@ def evaluate_response(result: EvaluateResult) -> pb.EvaluateResponse:
 
 
 def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
-    """The call's deadline in ``loop.time()`` seconds, if the client set one."""
+    """The call's deadline in ``time.monotonic()`` seconds, if the client set one (the
+    batcher's clock: uvloop's ``loop.time()`` moves in whole milliseconds)."""
     remaining = context.time_remaining()
     if remaining is None:
         return None
-    return asyncio.get_running_loop().time() + remaining
+    return time.monotonic() + remaining
 
 
 # -- the service --------------------------------------------------------------------------
