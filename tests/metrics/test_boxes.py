@@ -291,7 +291,9 @@ def test_the_host_check_passes_only_what_validate_passes() -> None:
     for bad in (swapped, nan):
         assert not spec.host_check(params, {"preds": good, "target": bad})
         with pytest.raises(ValueError, match="target"):
-            spec.validate(params, {"preds": torch.from_numpy(good), "target": torch.from_numpy(bad)})
+            spec.validate(
+                params, {"preds": torch.from_numpy(good), "target": torch.from_numpy(bad)}
+            )
     # layouts it does not read say False (validate decides), never True
     for other in (good.astype(np.float64), np.asfortranarray(good), good[:, :3]):
         assert not spec.host_check(params, {"preds": other, "target": good})

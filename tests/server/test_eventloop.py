@@ -56,4 +56,4 @@ def test_the_batcher_times_and_expires_in_microseconds_on_uvloop() -> None:
         queued, error = runner.run(main())
     assert isinstance(error, DeadlineExceededError)
     # a whole-millisecond clock would give only 0.0 and multiples of 1e-3
-    assert any(0 < q and abs(q * 1e3 - round(q * 1e3)) > 1e-6 for q in queued), queued
+    assert any(q > 0 and abs(q * 1e3 - round(q * 1e3)) > 1e-6 for q in queued), queued
