@@ -118,10 +118,7 @@ class KServeServicer:
         in shared memory, in order) or in each input's typed ``contents``, never two of them.
         """
         raw = raw_contents(request)
-        refs = [
-            tensor_ref(t.parameters, f"Input `{shown(t.name)}`") if t.parameters else None
-            for t in request.inputs
-        ]
+        refs = [tensor_ref(t.parameters, "Input", t.name) for t in request.inputs]
         plain = sum(ref is None for ref in refs)
         if raw and len(raw) != plain:
             which = "input" if plain == len(refs) else "input not in shared memory"
@@ -237,7 +234,7 @@ class KServeServicer:
         with self.plane.shm.lease() as lease:
             placed = {}  # outputs asked for in shared memory: their regions are checked first
             for o in request.outputs:
-                ref = tensor_ref(o.parameters, f"Output `{shown(o.name)}`")
+                ref = tensor_ref(o.parameters, "Output", o.name)
                 if ref is not None:
                     lease.view(*ref, what=f"Output `{shown(o.name)}`")
                     placed[o.name] = ref

@@ -275,9 +275,12 @@ def _int(parameters: Mapping[str, Any], key: str, what: str) -> int:
     return int(getattr(parameters[key], kind))
 
 
-def tensor_ref(parameters: Mapping[str, Any], what: str) -> tuple[str, int, int] | None:
-    """(region, offset, byte_size) from a KServe tensor's parameters, or None when the tensor
-    is not in shared memory."""
+def tensor_ref(parameters: Mapping[str, Any], kind: str, name: str) -> tuple[str, int, int] | None:
+    """(region, offset, byte_size) from the parameters of a KServe tensor (``kind`` "Input"
+    or "Output", ``name``), or None when the tensor is not in shared memory."""
+    if not parameters:
+        return None  # the common case: nothing to read, no message to build
+    what = f"{kind} `{shown(name)}`"
     if REGION not in parameters:
         if BYTE_SIZE in parameters or OFFSET in parameters:
             raise InvalidInputError(f"{what} has shared memory parameters but no {REGION}")

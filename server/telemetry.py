@@ -245,18 +245,16 @@ def _runtime_name(value: Any) -> str:
     """A label from a closed set: the server's runtimes, ``auto``, or ``other``."""
     if value is None:
         return "auto"
-    if isinstance(value, str) and value in _RUNTIME_LABELS:
-        return value
-    from .servicer import PB_TO_RUNTIME
-
     if isinstance(value, str):
         name = value or "auto"
-    else:
+    else:  # a cvscore.v1 Runtime enum value
+        from .servicer import PB_TO_RUNTIME
+
         try:
             name = PB_TO_RUNTIME.get(int(value), OTHER)
         except (TypeError, ValueError):
             name = OTHER
-    return name if name == "auto" or name in RUNTIMES else OTHER
+    return name if name in _RUNTIME_LABELS else OTHER
 
 
 def _loggable(text: str) -> str:
@@ -278,7 +276,7 @@ class Call:
         if not self.metric:
             names, has_runtime, has_parameters = _fields_of(message)
             self.metric = str(_field(message, *names) or "")
-            self.runtime = message.runtime or None if has_runtime else None
+            self.runtime = (message.runtime or None) if has_runtime else None
             if self.runtime is None and has_parameters and "runtime" in message.parameters:
                 self.runtime = message.parameters["runtime"].string_param
 
