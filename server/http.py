@@ -31,12 +31,13 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from . import logs, rest
+from .calls import REQUEST_ID, Call, request_id_of
 from .core import INLINE_BYTES, ScoringCore
 from .dataplane import DataPlane
 from .errors import QueueFullError, ScoringError, TooLargeError, clip, shown
 from .security import TokenAuthInterceptor
 from .status import to_status
-from .telemetry import REQUEST_ID, Call, Telemetry, record, request_id_of
+from .telemetry import Telemetry, record
 
 log = logging.getLogger(__name__)
 
