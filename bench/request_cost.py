@@ -12,7 +12,7 @@ Rows, interleaved ``--rounds`` times so the machine's drift hits every server al
 Each row is giou 1000 pairs from 8 tritonclient callers (bench/serve.py's ``load``). Server
 CPU is the utime + stime of the server process (from /proc) over the row, divided by the
 requests answered. Then the handler alone: ``KServeServicer.ModelInfer`` awaited on parsed
-requests with a stub context, with and without the telemetry wrapper. Read the ratios: the
+requests with a stub context, with and without its handler layers. Read the ratios: the
 machine is shared and the load generator competes for its cores.
 
     .venv/bin/python bench/request_cost.py [--seconds 3] [--rounds 2] [--calls 3000]
@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import serve as S
 import serve_rows as rows
 
@@ -70,15 +71,18 @@ def served(cmd: list[str], model: str, seconds: float, env: dict[str, str]) -> d
 
 
 def handler_cost(repo: Path, calls: int) -> dict[str, float]:
-    """µs per ModelInfer call in-process: the servicer, and the servicer under telemetry."""
+    """µs per ModelInfer call in-process: the servicer, and with its telemetry and decode
+    guard layers (server/handlers.py)."""
     from tritonclient.grpc import service_pb2
 
     from cvscore.server.app import Server
     from cvscore.server.config import ServerConfig
     from cvscore.server.core import ScoringCore
+    from cvscore.server.handlers import compose
     from cvscore.server.kserve import KServeServicer
     from cvscore.server.rawinput import InferRequestParser
-    from cvscore.server.telemetry import TelemetryInterceptor
+    from cvscore.server.telemetry import TelemetryLayer
+    from cvscore.server.wire import DecodeGuard
 
     request = service_pb2.ModelInferRequest(model_name="giou")
     for name, array in S.workloads()["giou"].items():
@@ -96,12 +100,11 @@ def handler_cost(repo: Path, calls: int) -> dict[str, float]:
         def code(self) -> None:
             return None
 
+        def invocation_metadata(self) -> tuple[()]:
+            return ()
+
         async def abort(self, code: Any, details: str = "", metadata: Any = ()) -> None:
             raise RuntimeError(details)
-
-    class Details:
-        method = "/inference.GRPCInferenceService/ModelInfer"
-        invocation_metadata = ()
 
     async def main() -> dict[str, float]:
         config = ServerConfig(repository=repo, models=("giou",), metrics_port=0, port=0)
@@ -112,16 +115,14 @@ def handler_cost(repo: Path, calls: int) -> dict[str, float]:
         try:
             servicer = KServeServicer(server.plane, server.plane.m)
             parse = InferRequestParser(servicer.m.ModelInferRequest).parse
-            handler = servicer.handler()
-
-            async def lookup(details: Any) -> Any:
-                return handler.service(details)
-
-            telemetry = TelemetryInterceptor(server.telemetry, core)
-            wrapped = (await telemetry.intercept_service(lookup, Details())).unary_unary
+            # the handler as the server registers it: telemetry and the decode guard layered
+            method = "/inference.GRPCInferenceService/ModelInfer"
+            plain = grpc.unary_unary_rpc_method_handler(servicer.ModelInfer)
+            layer = compose([TelemetryLayer(server.telemetry, core), DecodeGuard()])
+            wrapped = layer(method, plain).unary_unary
             context = Context()
             out = {}
-            for label, fn in (("servicer", servicer.ModelInfer), ("with telemetry", wrapped)):
+            for label, fn in (("servicer", servicer.ModelInfer), ("with its layers", wrapped)):
                 for _ in range(calls // 10):
                     await fn(parse(data), context)
                 start = time.perf_counter()

@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from ..v1 import scoring_pb2, scoring_pb2_grpc
 from . import allocator, eventloop, security
@@ -30,13 +30,14 @@ from .control import ModelControl
 from .core import Model, ScoringCore
 from .dataplane import DataPlane
 from .errors import shown
+from .handlers import Registrar, compose
 from .http import HttpFrontEnd
 from .kserve import SERVICE as KSERVE_SERVICE
 from .kserve import KServeServicer, Messages, private_pool
 from .servicer import ScoringServicer
 from .startup import check_repository, prepare_repository
-from .telemetry import Telemetry, TelemetryInterceptor
-from .wire import DecodeGuardInterceptor
+from .telemetry import Telemetry, TelemetryLayer
+from .wire import DecodeGuard
 
 __all__ = [
     "BackgroundServer",
@@ -72,17 +73,18 @@ class Server:
         self.metrics_port = 0
         worker = config.worker_index  # one of --workers N: share the ports (SO_REUSEPORT)
         reuse = int(worker is not None)
-        interceptors: list[grpc.aio.ServerInterceptor] = [
-            TelemetryInterceptor(self.telemetry, core, worker)  # outermost: sees refusals too
-        ]
+        # Telemetry (outermost: it sees every refusal) and the decode guard (innermost: it
+        # sees requests as decoded) are handler layers, applied once per method; only
+        # authentication, which refuses before a request is decoded, is an interceptor.
+        self.decode_guard = DecodeGuard()
+        layer = compose([TelemetryLayer(self.telemetry, core, worker), self.decode_guard])
+        interceptors: list[grpc.aio.ServerInterceptor] = []
         auth = None
         if config.auth_tokens_file is not None:
             tokens = security.load_tokens(config.auth_tokens_file)
-            auth = security.TokenAuthInterceptor(tokens)
+            auth = security.TokenAuthInterceptor(tokens, layer=layer)
             interceptors.append(auth)
             log.info("bearer-token authentication on (%d token(s)); health is open", len(tokens))
-        self.decode_guard = DecodeGuardInterceptor()  # innermost: sees decoded requests
-        interceptors.append(self.decode_guard)
         self.grpc = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -91,6 +93,7 @@ class Server:
                 ("grpc.so_reuseport", reuse),
             ],
         )
+        services = Registrar(self.grpc, layer)  # where services register: layers applied
         self.health = health.aio.HealthServicer()
         pool = private_pool()
         settings = {
@@ -105,16 +108,19 @@ class Server:
         messages = Messages(pool)
         plane = DataPlane(core, self.control, messages, settings)
         self.plane = plane
-        scoring_pb2_grpc.add_ScoringServicer_to_server(ScoringServicer(core, plane.shm), self.grpc)
-        self.grpc.add_generic_rpc_handlers([KServeServicer(plane, messages).handler()])
+        scoring_pb2_grpc.add_ScoringServicer_to_server(ScoringServicer(core, plane.shm), services)
+        services.add_generic_rpc_handlers([KServeServicer(plane, messages).handler()])
         # KServe v2 over HTTP on the same loop, over the same data plane
         self.http: HttpFrontEnd | None = None
         self.http_port = 0
         if config.http_port is not None:
             self.http = HttpFrontEnd(plane, core, self.telemetry, auth, limit, config.grace_s)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, services)
         self.services = (SCORING_SERVICE, KSERVE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(self.services, self.grpc, pool=pool)
+        # (what enable_server_reflection does for a grpc.aio.Server, through the registrar)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(self.services, pool=pool), services
+        )
         credentials = None
         if config.tls_cert is not None and config.tls_key is not None:
             credentials = security.server_credentials(

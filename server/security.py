@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from ..client.tls import channel_credentials, read_pem  # noqa: F401 - shared with clients
+from .handlers import Layer
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +111,19 @@ def bearer(metadata: Iterable[Any] | None) -> str | None:
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     """Refuse calls without a valid bearer token, except to ``open_services``."""
 
-    def __init__(self, tokens: Sequence[str], open_services: Iterable[str] = OPEN_SERVICES):
+    def __init__(
+        self,
+        tokens: Sequence[str],
+        open_services: Iterable[str] = OPEN_SERVICES,
+        layer: Layer | None = None,
+    ):
+        """``layer``: what the server's handlers get (``server/handlers.py``), applied to the
+        refusals too, so that telemetry counts them."""
         if not tokens:
             raise ValueError("Expected at least one token")
         self._tokens = [t.encode() for t in tokens]
         self._open = frozenset(open_services)
+        self.layer = layer
 
     def authorized(self, metadata: Iterable[Any] | None) -> bool:
         token = bearer(metadata)
@@ -139,7 +148,8 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler  # UNIMPLEMENTED, as for anyone
         log.warning("unauthenticated call to %s refused", method)
-        return _refusal(handler)
+        refusal = _refusal(handler)
+        return refusal if self.layer is None else self.layer(method, refusal)
 
 
 async def _refuse(request: Any, context: grpc.aio.ServicerContext) -> None:

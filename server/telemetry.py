@@ -1,6 +1,6 @@
 """Prometheus metrics, request ids and the access log of the gRPC services.
 
-:class:`TelemetryInterceptor` wraps every call to ``cvscore.v1.Scoring`` and the KServe
+:class:`TelemetryLayer` wraps every call to ``cvscore.v1.Scoring`` and the KServe
 service (health and reflection pass through untouched): it takes the client's
 ``x-request-id`` metadata (or makes one), keeps it in :data:`logs.request_id` while the call
 runs and echoes it in the trailing metadata, counts the call by method, metric, runtime and
@@ -21,7 +21,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -186,9 +186,13 @@ class Telemetry:
         return hook
 
 
-# -- the interceptor ---------------------------------------------------------------------
-class TelemetryInterceptor(grpc.aio.ServerInterceptor):
-    """Request ids, metrics and the access log; ``telemetry`` None: ids and log only."""
+# -- the layer ---------------------------------------------------------------------------
+class TelemetryLayer:
+    """Request ids, metrics and the access log; ``telemetry`` None: ids and log only.
+
+    A handler layer (``server/handlers.py``), the outermost: it sees every answer, the
+    decode guard's and authentication's refusals included.
+    """
 
     def __init__(
         self, telemetry: Telemetry | None, core: ScoringCore, worker: int | None = None
@@ -197,36 +201,28 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         self.core = core
         self.worker = () if worker is None else ((WORKER, str(worker)),)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
+    def __call__(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         parts = method.split("/")
-        if handler is None or len(parts) < 3 or parts[1] in UNTRACKED_SERVICES:
+        if len(parts) < 3 or parts[1] in UNTRACKED_SERVICES:
             return handler
-        call = functools.partial(
-            Call, parts[2], request_id_of(handler_call_details.invocation_metadata)
-        )
+        name = parts[2]
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=self._unary(handler.unary_unary, call))  # type: ignore[attr-defined]
+            return handler._replace(unary_unary=self._unary(handler.unary_unary, name))  # type: ignore[attr-defined, no-any-return]
         if handler.stream_unary is not None:
-            return handler._replace(stream_unary=self._stream(handler.stream_unary, call))  # type: ignore[attr-defined]
+            return handler._replace(stream_unary=self._stream(handler.stream_unary, name))  # type: ignore[attr-defined, no-any-return]
         return handler  # no server-streaming methods are tracked
 
-    def _unary(self, behaviour: Callable[..., Any], make: Callable[[], Call]) -> Any:
+    def _unary(self, behaviour: Callable[..., Any], name: str) -> Any:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            call = make()
+            call = Call(name, request_id_of(context.invocation_metadata()))
             call.saw_request(request)
             return await self._run(call, behaviour, request, context)
 
         return wrapper
 
-    def _stream(self, behaviour: Callable[..., Any], make: Callable[[], Call]) -> Any:
+    def _stream(self, behaviour: Callable[..., Any], name: str) -> Any:
         async def wrapper(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-            call = make()
+            call = Call(name, request_id_of(context.invocation_metadata()))
 
             async def tap() -> AsyncIterator[Any]:
                 async for message in requests:

@@ -3,7 +3,7 @@
 grpc decodes a request with the handler's ``request_deserializer``; when that raises (bytes
 that are not the method's protobuf message), grpc answers UNKNOWN with the exception's text
 and logs a traceback per call, and inside a client stream the failure surfaces as INTERNAL.
-:class:`DecodeGuardInterceptor` replaces every handler's deserializer with one that returns
+:class:`DecodeGuard` replaces every handler's deserializer with one that returns
 an :class:`Undecodable` marker instead of raising, and wraps the handler so that the marker,
 as a unary request or as any message of a stream, is answered INVALID_ARGUMENT naming the
 message type (and its index in a stream). Each such call logs at most one WARNING line per
@@ -16,7 +16,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,22 +95,15 @@ def describe(bad: Undecodable, index: int | None = None) -> str:
     )
 
 
-class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
-    """Answers undecodable requests INVALID_ARGUMENT on every service; innermost."""
+class DecodeGuard:
+    """Answers undecodable requests INVALID_ARGUMENT on every service: a handler layer
+    (``server/handlers.py``), the innermost, so that it sees requests as grpc decoded them."""
 
     def __init__(self, interval_s: float = 10.0) -> None:
         self.log = RateLimitedLog(log, interval_s)
         self.count = 0
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
+    def __call__(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         replace: dict[str, Any] = {"request_deserializer": guarded(handler.request_deserializer)}
         if handler.unary_unary is not None:
             replace["unary_unary"] = self._unary(handler.unary_unary, method)
@@ -120,7 +113,7 @@ class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
             replace["stream_unary"] = self._stream(handler.stream_unary, method, False)
         elif handler.stream_stream is not None:
             replace["stream_stream"] = self._stream(handler.stream_stream, method, True)
-        return handler._replace(**replace)  # type: ignore[attr-defined]
+        return handler._replace(**replace)  # type: ignore[attr-defined, no-any-return]
 
     async def _refuse(self, context: grpc.aio.ServicerContext, method: str, message: str) -> None:
         self.count += 1
