@@ -211,12 +211,12 @@ class DataPlane:
     ) -> Inference:
         """Score declared inputs (admitted before anything is decoded) on a model from
         :meth:`serving`; every output when ``outputs`` is empty."""
-        wanted = list(outputs) or model.signature.output_names()
-        unknown = [shown(n) for n in wanted if n not in model.signature.output_names()]
+        names = model.signature.output_names()
+        wanted = list(outputs) or names
+        unknown = [shown(n) for n in wanted if n not in names]
         if unknown:
             raise InvalidInputError(
-                f"Model `{model.name}` has no output {unknown}; "
-                f"outputs: {model.signature.output_names()}"
+                f"Model `{model.name}` has no output {unknown}; outputs: {names}"
             )
         result = await self.core.score(
             model.name,
