@@ -247,9 +247,8 @@ def _sample_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: to
 def _sides_ok(b: np.ndarray) -> bool:
     """True when every coordinate of contiguous float32 ``(N, 4)`` boxes is finite and
     ``x2 >= x1``, ``y2 >= y1``, in one pass over the sides: a side ``x2 - x1`` is finite only
-    when both corners are, so the sides' sum is finite when they all are. False also for
-    any other layout, and where a side or the sum overflows float32 (the exact checks in
-    :func:`_validate` then decide)."""
+    when both corners are. False also for any other layout, where a side overflows float32,
+    and where one is -0.0 (the exact checks in :func:`_validate` then decide)."""
     if b.dtype != np.float32 or b.ndim != 2 or b.shape[1] != 4 or not b.flags.c_contiguous:
         return False
     if not len(b):
@@ -257,8 +256,14 @@ def _sides_ok(b: np.ndarray) -> bool:
     # (x1 + i·y1, x2 + i·y2) per box: one contiguous complex subtraction gives every side,
     # exactly as float32 subtraction would (a 2-wide strided one costs several times more)
     corners = b.view(np.complex64)
-    sides = (corners[:, 1] - corners[:, 0]).view(np.float32)
-    return math.isfinite(np.add.reduce(sides)) and bool(np.minimum.reduce(sides) >= 0)
+    sides = (corners[:, 1] - corners[:, 0]).view(np.uint32)
+    # As unsigned integers, the float32 values that are finite and >= +0.0 are exactly those
+    # below the bits of +inf: a set sign bit (negatives, -0.0) or an all-ones exponent (inf,
+    # NaN) lands at or above it. One integer reduction decides.
+    return bool(np.maximum.reduce(sides) < _FLOAT32_INF_BITS)
+
+
+_FLOAT32_INF_BITS = np.uint32(0x7F800000)
 
 
 def _well_formed(boxes: Tensor) -> bool:

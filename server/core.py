@@ -225,7 +225,7 @@ class ScoringCore:
             admission = model.plan.admit(inputs, exact_dtypes)
             prepared = await self._prepare(model, inputs, admission)
             timer.prepared()
-            batcher = await self._batcher(model, kind)
+            batcher = model.batchers.get(kind) or await self._batcher(model, kind)
             outputs, info = await batcher.submit(
                 prepared.inputs, prepared.batch_size, deadline, cost=admission.work_bytes
             )

@@ -294,6 +294,11 @@ def test_the_host_check_passes_only_what_validate_passes() -> None:
             spec.validate(
                 params, {"preds": torch.from_numpy(good), "target": torch.from_numpy(bad)}
             )
+    # a side of -0.0 (x1 = +0.0, x2 = -0.0) is well formed: the bit test leaves it to validate
+    signed = good.copy()
+    signed[2] = [0.0, 0.0, -0.0, 1.0]
+    assert not spec.host_check(params, {"preds": good, "target": signed})
+    spec.validate(params, {"preds": torch.from_numpy(good), "target": torch.from_numpy(signed)})
     # layouts it does not read say False (validate decides), never True
     for other in (good.astype(np.float64), np.asfortranarray(good), good[:, :3]):
         assert not spec.host_check(params, {"preds": other, "target": good})
