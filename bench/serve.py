@@ -487,19 +487,19 @@ def run_headline(b: Bench, repo: Path, w: dict[str, dict[str, np.ndarray]], roun
     """giou 1000 pairs, 8 callers, on cvscore, the bare echo and MLServer in turn, ``rounds``
     times: drift on a shared machine then hits all three alike, and each ratio is taken
     within a round."""
-    servers: dict[str, Callable[[int], contextlib.AbstractContextManager[None]]] = {
-        "cvscore": lambda port: cvscore_server(repo, port, True, "giou"),
-        "bare gRPC echo": lambda port: echo_server(port, 16),
+    Start = Callable[[int], contextlib.AbstractContextManager[None]]
+    servers: dict[str, tuple[Start, str]] = {  # label -> (start on a port, model to ask for)
+        "cvscore": (lambda port: cvscore_server(repo, port, True, "giou"), "giou"),
+        "bare gRPC echo": (lambda port: echo_server(port, 16), "echo"),
     }
     if b.mlserver_dir is not None:
         work = b.mlserver_dir
-        servers["MLServer + ORT"] = lambda port: mlserver(repo, work, port)
-    model = {"bare gRPC echo": "echo"}
+        servers["MLServer + ORT"] = (lambda port: mlserver(repo, work, port), "giou")
     for k in range(rounds):
-        for label, start in servers.items():
+        for label, (start, model) in servers.items():
             port = free_port()
             with start(port):
-                r = load(f"127.0.0.1:{port}", model.get(label, "giou"), w["giou"], 8, b.seconds)
+                r = load(f"127.0.0.1:{port}", model, w["giou"], 8, b.seconds)
             b.rounds.setdefault(label, []).append(r["rps"])
             print(f"headline round {k + 1}: giou, 8 callers, {label}: {r['rps']:.1f} req/s",
                   flush=True)  # fmt: skip

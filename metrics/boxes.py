@@ -244,6 +244,9 @@ def _sample_degenerate(gen: torch.Generator, sizes: Mapping[str, int], dtype: to
     return {"preds": preds, "target": target}
 
 
+_FLOAT32_INF_BITS = np.uint32(0x7F800000)
+
+
 def _sides_ok(b: np.ndarray) -> bool:
     """True when every coordinate of contiguous float32 ``(N, 4)`` boxes is finite and
     ``x2 >= x1``, ``y2 >= y1``, in one pass over the sides: a side ``x2 - x1`` is finite only
@@ -261,9 +264,6 @@ def _sides_ok(b: np.ndarray) -> bool:
     # below the bits of +inf: a set sign bit (negatives, -0.0) or an all-ones exponent (inf,
     # NaN) lands at or above it. One integer reduction decides.
     return bool(np.maximum.reduce(sides) < _FLOAT32_INF_BITS)
-
-
-_FLOAT32_INF_BITS = np.uint32(0x7F800000)
 
 
 def _well_formed(boxes: Tensor) -> bool:

@@ -152,7 +152,7 @@ class Plan:
             for t in signature.inputs
         }
         self.names = frozenset(signature.input_names())
-        # (exact_dtypes, (dtype, shape) of each input) -> its Admission; only for requests
+        # (exact_dtypes, (name, dtype, shape) per input) -> its Admission; only for requests
         # without extra tensors, and only admissions that passed (errors are raised anew)
         self._admitted: dict[tuple[Any, ...], Admission] = {}
         tensors = [*signature.inputs, *signature.outputs]

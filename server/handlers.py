@@ -5,14 +5,15 @@ handler, and whatever wrapping it does (a ``_replace`` of the handler, new closu
 on every call. Two of cvscore's three wrappers (telemetry and the decode guard) depend only
 on the method, so they are *layers* here: a function ``(method, handler) -> handler``
 applied once per method, the result cached. Per call, only the wrapped behaviours run.
-(Measured on giou 1000 pairs with 8 callers: the interceptors took about 130 µs of server
-CPU per request, a fifth of it; bench/request_cost.py.)
+(bench/request_cost.py measures server CPU per request against an earlier commit; see
+bench/results/request-cost-*.md.)
 
-:class:`Registrar` stands where generated ``add_*_to_server`` functions and
-``enable_server_reflection`` expect a server: every handler they add, generic or
-registered, reaches the real server with the layers applied. Bearer-token authentication
-stays a grpc interceptor (``server/security.py``): it must refuse a call before grpc
-decodes its request.
+:class:`Registrar` stands where generated ``add_*_to_server`` functions expect a server:
+every handler they add, generic or registered, reaches the real server with the layers
+applied. (``enable_server_reflection`` cannot take it: it picks its servicer by checking
+for a ``grpc.aio.Server``; add the aio servicer through the registrar instead.)
+Bearer-token authentication stays a grpc interceptor (``server/security.py``): it must
+refuse a call before grpc decodes its request.
 """
 
 from __future__ import annotations

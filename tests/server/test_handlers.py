@@ -4,6 +4,7 @@ the decode guard on a real server."""
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,6 @@ def test_a_generic_handler_is_layered_once_per_method() -> None:
 
 
 def test_layers_compose_outermost_first() -> None:
-    import asyncio
-
     seen: list[str] = []
     layer = compose([_tagging("outer", seen), _tagging("inner", seen)])
     handler = layer("/svc/A", grpc.unary_unary_rpc_method_handler(_echo))
