@@ -78,7 +78,7 @@ def add_client_security(p: argparse.ArgumentParser) -> None:
         "--no-shared-memory",
         action="store_true",
         help="send inputs as bytes even to a server on this machine (default: inputs of "
-        "1 MiB or more go through /dev/shm)",
+        "64 KiB or more go through /dev/shm)",
     )
 
 

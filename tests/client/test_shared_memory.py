@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cvscore.client import AsyncClient, Client
-from cvscore.client.shm import is_local
+from cvscore.client.shm import THRESHOLD, is_local
 from cvscore.exporters import export_many
 from cvscore.server.app import BackgroundServer, ServerConfig
 
@@ -80,6 +80,21 @@ def test_small_inputs_travel_as_bytes(served: BackgroundServer) -> None:
         got = client.score("l1", reduction="none", **arrays)
         assert registered(served) == [] and ours() == set()
     np.testing.assert_allclose(got.scores, expected_l1(arrays), rtol=1e-5)
+
+
+def test_the_threshold_is_per_input_and_inclusive(served: BackgroundServer) -> None:
+    rng = np.random.default_rng(6)
+    floats = THRESHOLD // 4
+    under = {k: rng.random((1, floats - 1), dtype=np.float32) for k in ("preds", "target")}
+    at = {k: rng.random((1, floats), dtype=np.float32) for k in ("preds", "target")}
+    with Client(served.address) as client:
+        got_under = client.score("l1", reduction="none", **under)
+        assert registered(served) == [] and ours() == set()
+        got_at = client.score("l1", reduction="none", **at)
+        (region,) = registered(served)
+        assert region["byte_size"] >= 2 * THRESHOLD
+    np.testing.assert_allclose(got_under.scores, expected_l1(under), rtol=1e-5)
+    np.testing.assert_allclose(got_at.scores, expected_l1(at), rtol=1e-5)
 
 
 def test_a_larger_call_grows_the_region(served: BackgroundServer) -> None:
