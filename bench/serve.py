@@ -17,6 +17,9 @@ p99 latency, and request MB/s; then every ratio the serving targets name, with i
   ``bench/.mlserver-venv``; its dependencies do not fit beside cvscore's).
 - echo: a bare ``grpc.aio`` server that receives the request bytes without decoding them
   and answers with a fixed response: the ceiling of Python gRPC on this machine.
+- single-image latency: ssim 1x3x256x256 from one caller, in interleaved rounds (in-process
+  ONNX Runtime, cvscore through tritonclient and through its own client, the echo), so that
+  each ratio is taken within a round.
 - batched == unbatched: every metric of the repository, ragged requests sent together to
   the batching server and one at a time to an unbatched one, compared byte for byte; the
   rows the server computed (its Prometheus ``cvscore_batch_size_sum``) against the rows
@@ -310,6 +313,8 @@ class Bench:
         self.facts: dict[str, float | str] = {}
         # the headline giou comparison, interleaved: server -> req/s per round
         self.rounds: dict[str, list[float]] = {}
+        # single-image ssim latency, interleaved: path -> p50 ms per round
+        self.latency: dict[str, list[float]] = {}
         self.mlserver_dir: Path | None = None  # MLServer's model folder, once written
 
     def record(self, workload, server, url, model, arrays, callers_list, inputs_from=None) -> None:
@@ -358,7 +363,8 @@ def ratio_rows(b: Bench, bitwise: dict[str, dict[str, object]]) -> list[list[str
     ) -> list[str]:
         if value is None:
             return [what, rows.NA, target, "-"]
-        return [what, format(value, fmt), target, "yes" if ok(value) else "no"]
+        met = "-" if target == "reported" else "yes" if ok(value) else "no"
+        return [what, format(value, fmt), target, met]
 
     ssim_inproc = b.get(SSIM, "in-process onnxruntime", 1, "rps")
     equal = [m for m, r in bitwise.items() if r.get("equal")]
@@ -370,6 +376,11 @@ def ratio_rows(b: Bench, bitwise: dict[str, dict[str, object]]) -> list[list[str
     cold, ready = b.facts.get("cold export s"), b.facts.get("ready s")
     rounds = len(next(iter(b.rounds.values()), []))
     interleaved = f" (median of {rounds} interleaved rounds)" if b.rounds else ""
+    lat_rounds = (
+        f" (median of {min(map(len, b.latency.values()))} interleaved rounds)" if b.latency else ""
+    )
+    regions = b.facts.get("own client regions")
+    shared = "shared memory" if regions else "shared memory NOT used"
     return [
         row(f"giou, 8 callers: cvscore / MLServer req/s{interleaved}",
             paired(b, "cvscore", "MLServer + ORT") if b.rounds else
@@ -379,10 +390,16 @@ def ratio_rows(b: Bench, bitwise: dict[str, dict[str, object]]) -> list[list[str
             paired(b, "cvscore", "bare gRPC echo") if b.rounds else
             fraction(b.get(GIOU, "cvscore", 8, "rps"), b.get(GIOU, "bare gRPC echo", 8, "rps")),
             ">= 0.60", lambda v: v >= 0.6, ".3f"),
-        row("ssim 1x3x256x256, 1 caller: served p50 / in-process onnxruntime p50",
-            fraction(b.get(SSIM1, "cvscore", 1, "p50_ms"),
-                     b.get(SSIM1, "in-process onnxruntime", 1, "p50_ms")),
-            "<= 2", lambda v: v <= 2),
+        row(f"ssim 1x3x256x256, 1 caller, cvscore client ({shared}): served p50 / in-process "
+            f"onnxruntime p50{lat_rounds}",
+            per_round(b, lambda r: r[LATENCY_OWN] / r[LATENCY_INPROC]), "<= 2", lambda v: v <= 2),
+        row(f"ssim 1x3x256x256, 1 caller, tritonclient (bytes): served p50 / in-process "
+            f"onnxruntime p50{lat_rounds}",
+            per_round(b, lambda r: r[LATENCY_TRITON] / r[LATENCY_INPROC]), "<= 2", lambda v: v <= 2),
+        row("  its floor: (echo p50 + in-process p50) / in-process p50, a server that spends "
+            f"nothing beyond the graph{lat_rounds}",
+            per_round(b, lambda r: (r[LATENCY_ECHO] + r[LATENCY_INPROC]) / r[LATENCY_INPROC]),
+            "reported", lambda v: True),
         row("ssim 16x3x256x256, shared memory (best of 1/4 callers): served / in-process "
             "onnxruntime images/s", fraction(b.best(SSIM_SHM, "cvscore", "rps"), ssim_inproc),
             ">= 0.85", lambda v: v >= 0.85),
@@ -440,6 +457,22 @@ def headline_table(b: Bench) -> str:
         "\n\n## giou 1000 pairs, 8 callers, interleaved\n\nEach round starts each server "
         f"afresh and loads it for {b.seconds:g} s, one after another; the ratios below are "
         "medians of the per-round ratios.\n\n" + markdown(["round", *labels], body)
+    )
+
+
+def latency_table(b: Bench) -> str:
+    """The interleaved single-image ssim rounds, one column per path (empty without them)."""
+    if not b.latency:
+        return ""
+    labels = list(b.latency)
+    body = [[str(k + 1), *(f"{b.latency[s][k]:.2f}" for s in labels)]
+            for k in range(min(map(len, b.latency.values())))]  # fmt: skip
+    return (
+        "\n\n## ssim 1x3x256x256, 1 caller, p50 ms, interleaved\n\nEach round measures the "
+        f"model.onnx in this process, then a fresh `cvscore serve --models ssim` through "
+        "tritonclient and through `cvscore.client.Client` (which puts inputs of 64 KiB or more "
+        "in shared memory when the server is local), then the bare echo through tritonclient, "
+        f"{b.seconds:g} s each.\n\n" + markdown(["round", *labels], body)
     )
 
 
@@ -505,6 +538,44 @@ def run_headline(b: Bench, repo: Path, w: dict[str, dict[str, np.ndarray]], roun
                   flush=True)  # fmt: skip
 
 
+LATENCY_INPROC, LATENCY_TRITON, LATENCY_OWN, LATENCY_ECHO = (
+    "in-process onnxruntime",
+    "cvscore, tritonclient (bytes)",
+    "cvscore, cvscore client (shared memory)",
+    "bare gRPC echo, tritonclient (bytes)",
+)
+
+
+def run_latency(b: Bench, repo: Path, w: dict[str, dict[str, np.ndarray]], rounds: int) -> None:
+    """One ssim 1x3x256x256 caller, ``rounds`` times in turn: the model.onnx in this process,
+    cvscore through tritonclient and through its own client, and the echo through tritonclient
+    (what the transport alone costs that client)."""
+    arrays = w["ssim1"]
+    for k in range(rounds):
+        got = {LATENCY_INPROC: rows.in_process_ort(repo, "ssim", arrays, b.seconds)["p50_ms"]}
+        port = free_port()
+        url = f"127.0.0.1:{port}"
+        with cvscore_server(repo, port, True, "ssim"):
+            load(url, "ssim", arrays, 1, 0.5)  # the first calls warm the session
+            got[LATENCY_TRITON] = load(url, "ssim", arrays, 1, b.seconds)["p50_ms"]
+            own = rows.own_client_p50(url, "ssim", arrays, b.seconds)
+            got[LATENCY_OWN] = own["p50_ms"]
+            b.facts["own client regions"] = own["regions"]
+        with echo_server(port, 16):
+            got[LATENCY_ECHO] = load(url, "echo", arrays, 1, b.seconds)["p50_ms"]
+        for label, p50 in got.items():
+            b.latency.setdefault(label, []).append(p50)
+        print(f"latency round {k + 1}: ssim 1x3x256x256 p50 ms: "
+              + ", ".join(f"{label} {p50:.2f}" for label, p50 in got.items()), flush=True)  # fmt: skip
+
+
+def per_round(b: Bench, fn: Callable[[dict[str, float]], float]) -> float | None:
+    """The median over the latency rounds of ``fn`` of that round's p50s."""
+    n = min((len(v) for v in b.latency.values()), default=0)
+    values = [fn({label: v[k] for label, v in b.latency.items()}) for k in range(n)]
+    return statistics.median(values) if values else None
+
+
 def run_workers(b: Bench, repo: Path, w: dict[str, dict[str, np.ndarray]]) -> None:
     if not rows.has_worker_processes(CVSCORE):
         for n in (1, 2):
@@ -559,7 +630,9 @@ def main() -> None:
             b.mlserver_dir.mkdir()
             with mlserver(repo, b.mlserver_dir, port):
                 b.record(GIOU, "MLServer + ORT", f"127.0.0.1:{port}", "giou", w["giou"], CALLERS)
-        run_headline(b, repo, w, args.rounds if args.rounds is not None else (1 if b.quick else 3))
+        rounds = args.rounds if args.rounds is not None else (1 if b.quick else 3)
+        run_headline(b, repo, w, rounds)
+        run_latency(b, repo, w, rounds)
 
     header = ["workload", "server", "callers", "req/s", "p50 ms", "p99 ms", "MB/s in", "errors"]
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
@@ -572,6 +645,7 @@ def main() -> None:
         f"Command: `.venv/bin/python bench/serve.py{' --quick' if b.quick else ''}`\n\n"
         + markdown(header, b.rows)
         + headline_table(b)
+        + latency_table(b)
         + "\n\n## Ratios and targets\n\n"
         + markdown(["figure", "value", "target", "met"], ratio_rows(b, bitwise))
         + "\n\n## Batched == unbatched, every metric\n\n"

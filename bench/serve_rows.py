@@ -2,6 +2,8 @@
 
 - In-process ONNX Runtime: the repository's ``model.onnx`` in an
   ``onnxruntime.InferenceSession`` of this process, on the inputs the server gets.
+- The cvscore client: ``Client.score`` one call after another (it puts large inputs in
+  shared memory by itself when the server is local).
 - System shared memory: inputs placed in a region with ``tritonclient.utils.shared_memory``,
   registered with ``SystemSharedMemoryRegister`` and referenced by each request.
 - ``cvscore serve --workers N`` as worker processes (present once ``--threads`` names the
@@ -63,6 +65,25 @@ def in_process_ort(
         session.run(None, feed)
         times.append(time.perf_counter() - t0)
     return {"p50_ms": 1e3 * statistics.median(times), "calls_s": len(times) / sum(times)}
+
+
+def own_client_p50(url: str, model: str, arrays: dict[str, np.ndarray], seconds: float) -> dict:
+    """p50 latency of ``cvscore.client.Client.score`` (reduction none), one call after another,
+    and how many shared memory regions the client registered (its default for a local server)."""
+    from cvscore.client import Client
+
+    with Client(url) as client:
+        for _ in range(3):
+            client.score(model, reduction="none", **arrays)
+        times: list[float] = []
+        stop = time.perf_counter() + seconds
+        while time.perf_counter() < stop or len(times) < 5:
+            t0 = time.perf_counter()
+            client.score(model, reduction="none", **arrays)
+            times.append(time.perf_counter() - t0)
+        shared = client._shared  # the bench asks which path the calls took
+        regions = len(shared.regions) if shared is not None else 0
+    return {"p50_ms": 1e3 * statistics.median(times), "regions": regions}
 
 
 # -- system shared memory ---------------------------------------------------------------------
